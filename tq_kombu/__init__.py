@@ -1,0 +1,27 @@
+"""tq_kombu: a kombu transport with strict priorities, leases, broker-side delays
+and dead-letter retention, on Redis or SQLite.
+
+Importing this package registers the ``tq`` transport alias, so that
+``broker_url = "tq+redis://127.0.0.1:6379/0"`` or ``"tq+sqlite:///queue.db"`` work.
+"""
+
+from __future__ import annotations
+
+from kombu.transport import TRANSPORT_ALIASES
+
+from .errors import ConfigurationError, PriorityError, StoreError, StoreUnavailable, TQError
+from .priority import Priority
+
+TRANSPORT_ALIASES.setdefault("tq", "tq_kombu.transport:Transport")
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "Priority",
+    "PriorityError",
+    "StoreError",
+    "StoreUnavailable",
+    "TQError",
+    "__version__",
+]

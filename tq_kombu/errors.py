@@ -1,0 +1,27 @@
+"""One error tree for tq: every error tq raises derives from :class:`TQError`."""
+
+from __future__ import annotations
+
+
+class TQError(Exception):
+    """Base of every error raised by tq."""
+
+
+class ConfigurationError(TQError, ValueError):
+    """A setting or broker URL is wrong; the message says which and how to fix it."""
+
+
+class PriorityError(TQError, ValueError):
+    """A message priority is not an integer in 0..255."""
+
+
+class StoreError(TQError):
+    """The storage backend failed (connection lost, locked database, ...)."""
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The store cannot be reached right now; the worker reconnects by itself."""
+
+
+class MessageNotFound(TQError, LookupError):
+    """No message with that id is held in that queue."""

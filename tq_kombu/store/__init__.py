@@ -1,0 +1,27 @@
+"""Storage backends behind the tq transport, chosen by the broker URL's scheme."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigurationError
+from .base import Store
+
+__all__ = ["Store", "open_store"]
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store a URL names: ``redis://``, ``rediss://`` or ``sqlite:///path``."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisStore
+
+        return RedisStore.from_url(url, **options)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url, **options)
+    raise ConfigurationError(
+        f"tq cannot store on {url!r}: use redis://host:port/db, rediss://... "
+        "or sqlite:///path/to/queue.db (with the tq+ prefix in broker_url)"
+    )

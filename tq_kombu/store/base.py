@@ -1,0 +1,257 @@
+"""The Store contract: every storage operation the transport and the extension need.
+
+A message lives in exactly one state at a time::
+
+    waiting (dependencies) -> delayed (ETA) -> ready -> in flight (leased) -> done | dead
+
+Ready messages are handed out by priority (higher first), FIFO within a priority.
+Taking a message and recording its lease is one atomic step (``fetch``); a lease
+that is not renewed expires and the next ``fetch`` on that queue puts the message
+back in ready. Every delivery raises the message's delivery count; a fetch that
+would deliver a message more than ``max_deliveries`` times sets it aside as dead
+with reason ``max_deliveries`` instead.
+
+Times are Unix timestamps in seconds (floats); durations carry their unit in
+their name. Implementations: :mod:`tq_kombu.store.redis`, :mod:`tq_kombu.store.sqlite`.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class State(str, enum.Enum):
+    """Where a message is in its life."""
+
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    READY = "ready"
+    INFLIGHT = "inflight"
+    DEAD = "dead"
+
+
+class DeadReason(str, enum.Enum):
+    """Why a message was set aside as dead (more reasons come with later features)."""
+
+    MAX_DELIVERIES = "max_deliveries"
+    REJECTED = "rejected"
+    UNDECRYPTABLE = "undecryptable"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to enqueue. Only ``payload`` may hold anything secret."""
+
+    message_id: str
+    payload: bytes
+    priority: int
+    #: Unix time (seconds) before which it must not be handed out; None = now.
+    eta: float | None = None
+    task_name: str = ""
+    task_id: str = ""
+    #: Stored as WAITING (for the dependency resolver) until ``release_waiting``.
+    waiting: bool = False
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof that one consumer holds one delivery of a message."""
+
+    queue: str
+    message_id: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message handed out by ``fetch``."""
+
+    lease: Lease
+    payload: bytes
+    priority: int
+    #: How many times this message has been handed out, this time included.
+    delivery_count: int
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    deliveries: list[Delivery]
+    #: True when ready messages were left behind in the fetched queues.
+    more_ready: bool
+    #: Earliest Unix time at which a delayed message comes due or a lease expires
+    #: in the fetched queues (a consumer should fetch again then), or None.
+    next_due: float | None
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    ready: int = 0
+    delayed: int = 0
+    inflight: int = 0
+    dead: int = 0
+    waiting: int = 0
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """What the store knows about one message, without decrypting it."""
+
+    queue: str
+    message_id: str
+    state: State
+    priority: int
+    delivery_count: int
+    task_name: str
+    task_id: str
+    eta: float | None = None
+    dead_reason: str | None = None
+    dead_detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A queue bound to an exchange (kept in the store so fanout reaches every process)."""
+
+    exchange: str
+    routing_key: str
+    pattern: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    worker: str
+    seen_at: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(ABC):
+    """Storage behind the tq transport. Implementations must be safe to share
+    between the threads of one process and between processes on the same data."""
+
+    #: kombu ``driver_type`` reported by transports on this store.
+    driver_type: str = "tq"
+
+    # -- connection -------------------------------------------------------
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`~tq_kombu.errors.StoreError` if the store cannot be reached."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the store may be used again afterwards (it reconnects)."""
+
+    # -- publish ----------------------------------------------------------
+    @abstractmethod
+    def enqueue(self, queue: str, message: NewMessage) -> None:
+        """Store ``message`` as ready, delayed (``eta`` in the future) or waiting."""
+
+    # -- consume ----------------------------------------------------------
+    @abstractmethod
+    def fetch(
+        self,
+        queues: Sequence[str],
+        max_count: int,
+        consumer_id: str,
+        lease_seconds: float,
+        max_deliveries: int,
+        skip_task_names: Collection[str] = (),
+    ) -> FetchResult:
+        """Atomically promote due delayed messages, return expired leases to ready,
+        then lease up to ``max_count`` of the most urgent ready messages across
+        ``queues``, leaving messages of ``skip_task_names`` in place."""
+
+    @abstractmethod
+    def wait(self, queues: Sequence[str], timeout_seconds: float) -> None:
+        """Block until a message may have become ready in ``queues`` or the timeout passes."""
+
+    @abstractmethod
+    def renew(self, leases: Iterable[Lease], lease_seconds: float) -> list[Lease]:
+        """Extend the given leases; return those no longer held (expired and re-delivered)."""
+
+    @abstractmethod
+    def ack(self, lease: Lease) -> bool:
+        """Remove a delivered message for good; False if the lease was no longer held."""
+
+    @abstractmethod
+    def release(self, lease: Lease) -> bool:
+        """Return an unprocessed message to ready without counting the delivery."""
+
+    @abstractmethod
+    def requeue(self, lease: Lease) -> bool:
+        """Return a message to ready at its priority (the delivery stays counted)."""
+
+    @abstractmethod
+    def bury(self, lease: Lease, reason: str, detail: str = "") -> bool:
+        """Set a delivered message aside as dead with ``reason``."""
+
+    @abstractmethod
+    def bury_payload(self, queue: str, message: NewMessage, reason: str, detail: str = "") -> None:
+        """Store a message straight into the dead set (e.g. one that could not be enqueued)."""
+
+    # -- inspect and administer -------------------------------------------
+    @abstractmethod
+    def counts(self, queue: str) -> QueueCounts:
+        """Count the queue's messages in each state."""
+
+    @abstractmethod
+    def info(self, queue: str, message_id: str) -> MessageInfo | None:
+        """Describe one message, or None if the queue holds no such message."""
+
+    @abstractmethod
+    def list_messages(
+        self, queue: str, state: State, offset: int = 0, limit: int = 100
+    ) -> list[MessageInfo]:
+        """Messages of ``queue`` in ``state``, in the order they would be handed out
+        (ready), come due (delayed), expire (in flight) or died (dead)."""
+
+    @abstractmethod
+    def payload(self, queue: str, message_id: str) -> bytes | None:
+        """The stored payload of a message in any state, or None."""
+
+    @abstractmethod
+    def cancel(self, queue: str, message_id: str) -> bool:
+        """Delete a ready, delayed or waiting message so it never runs; False if not found there."""
+
+    @abstractmethod
+    def set_priority(self, queue: str, message_id: str, priority: int) -> bool:
+        """Change the priority of a queued (not in flight) message."""
+
+    @abstractmethod
+    def release_waiting(self, queue: str, message_id: str) -> bool:
+        """Move a waiting message to delayed (ETA in the future) or ready."""
+
+    @abstractmethod
+    def purge(self, queue: str, state: State = State.READY) -> int:
+        """Delete every message of ``queue`` in ``state``; return how many."""
+
+    @abstractmethod
+    def delete_queue(self, queue: str) -> None:
+        """Delete a queue with everything it holds, in every state."""
+
+    # -- bindings (shared so that fanout and topic exchanges span processes) ----
+    @abstractmethod
+    def bind(self, binding: Binding, expires_seconds: float | None = None) -> None:
+        """Record (or refresh) a binding; one with an expiry vanishes unless re-bound in time."""
+
+    @abstractmethod
+    def unbind(self, binding: Binding) -> None: ...
+
+    @abstractmethod
+    def bindings(self, exchange: str) -> list[Binding]:
+        """Live bindings of ``exchange``."""
+
+    # -- workers ----------------------------------------------------------
+    @abstractmethod
+    def heartbeat(self, worker: str, ttl_seconds: float, info: dict[str, Any]) -> None:
+        """Record that ``worker`` is alive for the next ``ttl_seconds``."""
+
+    @abstractmethod
+    def workers(self) -> list[WorkerBeat]:
+        """Workers whose last heartbeat has not expired."""

@@ -1,0 +1,128 @@
+-- fetch.lua: lease up to ARGV[1] of the most urgent ready messages across queues, atomically.
+-- First, in each queue, due delayed messages become ready and expired leases return to ready.
+-- KEYS: nine per queue, in this order: ready, delayed, inflight, dead, waiting, meta, bodies,
+--       seq, marker (see enqueue.lua for what each holds; inflight: id -> lease deadline, ms)
+-- ARGV[1] max count, ARGV[2] consumer id, ARGV[3] lease in ms, ARGV[4] max deliveries,
+-- ARGV[5...] task names to skip (left ready)
+-- Returns {more_ready 0|1, next_due_ms or -1, then per delivery:
+--          queue index (0-based), id, payload, priority, delivery count, lease token}
+local K = 9
+local SEQ_SPAN = 17592186044416
+local SCAN_WINDOW = 100
+local SCAN_LIMIT = 1000
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local nqueues = #KEYS / K
+local max_count = tonumber(ARGV[1])
+local consumer = ARGV[2]
+local lease_ms = tonumber(ARGV[3])
+local max_deliveries = tonumber(ARGV[4])
+local skip, skipping = {}, false
+for i = 5, #ARGV do
+  skip[ARGV[i]] = true
+  skipping = true
+end
+
+local function key(q, k) return KEYS[(q - 1) * K + k] end
+local READY, DELAYED, INFLIGHT, DEAD, META, BODIES, SEQ, MARKER = 1, 2, 3, 4, 6, 7, 8, 9
+
+local function load(q, id)
+  local raw = redis.call('HGET', key(q, META), id)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+local function save(q, id, meta) redis.call('HSET', key(q, META), id, cjson.encode(meta)) end
+
+local function to_ready(q, id, meta)
+  local seq = redis.call('INCR', key(q, SEQ))
+  redis.call('ZADD', key(q, READY), string.format('%.0f', (255 - meta.p) * SEQ_SPAN + seq), id)
+end
+
+-- 1. promote due delayed messages and reclaim expired leases
+for q = 1, nqueues do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key(q, DELAYED), '-inf', now, 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', key(q, DELAYED), id)
+    local meta = load(q, id)
+    if meta then to_ready(q, id, meta) end
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key(q, INFLIGHT), '-inf', now, 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', key(q, INFLIGHT), id)
+    local meta = load(q, id)
+    if meta then
+      meta.l = nil
+      save(q, id, meta)
+      to_ready(q, id, meta)
+    end
+  end
+end
+
+-- 2. the best ready candidate of a queue: {id, score} or nil
+local function candidate(q)
+  if not skipping then
+    local top = redis.call('ZRANGE', key(q, READY), 0, 0, 'WITHSCORES')
+    if #top == 0 then return nil end
+    return {top[1], tonumber(top[2])}
+  end
+  for offset = 0, SCAN_LIMIT - 1, SCAN_WINDOW do
+    local window = redis.call('ZRANGE', key(q, READY), offset, offset + SCAN_WINDOW - 1, 'WITHSCORES')
+    if #window == 0 then return nil end
+    for j = 1, #window, 2 do
+      local meta = load(q, window[j])
+      if not (meta and skip[meta.t]) then return {window[j], tonumber(window[j + 1])} end
+    end
+  end
+  return nil
+end
+
+local candidates = {}
+for q = 1, nqueues do candidates[q] = candidate(q) end
+
+-- 3. lease the best candidates, one at a time, strictly by score across queues
+local out = {0, -1}
+local delivered = 0
+while delivered < max_count do
+  local best = nil
+  for q = 1, nqueues do
+    if candidates[q] and (best == nil or candidates[q][2] < candidates[best][2]) then best = q end
+  end
+  if best == nil then break end
+  local id = candidates[best][1]
+  redis.call('ZREM', key(best, READY), id)
+  local meta = load(best, id)
+  if meta then
+    meta.n = (meta.n or 0) + 1
+    if meta.n > max_deliveries then
+      meta.l = nil
+      meta.r = 'max_deliveries'
+      meta.x = 'handed out ' .. (meta.n - 1) .. ' times without being acknowledged'
+      meta.d = now
+      redis.call('ZADD', key(best, DEAD), now, id)
+    else
+      meta.l = consumer .. ':' .. meta.n
+      redis.call('ZADD', key(best, INFLIGHT), now + lease_ms, id)
+      local body = redis.call('HGET', key(best, BODIES), id)
+      for _, v in ipairs({best - 1, id, body or '', meta.p, meta.n, meta.l}) do out[#out + 1] = v end
+      delivered = delivered + 1
+    end
+    save(best, id, meta)
+  end
+  candidates[best] = candidate(best)
+end
+
+-- 4. tell the consumer what is left, and wake others when ready messages remain
+local next_due = nil
+for q = 1, nqueues do
+  if candidates[q] then
+    out[1] = 1
+    redis.call('ZADD', key(q, MARKER), 0, 'm')
+  end
+  for _, k in ipairs({DELAYED, INFLIGHT}) do
+    local first = redis.call('ZRANGE', key(q, k), 0, 0, 'WITHSCORES')
+    if #first > 0 and (next_due == nil or tonumber(first[2]) < next_due) then
+      next_due = tonumber(first[2])
+    end
+  end
+end
+if next_due then out[2] = next_due end
+return out

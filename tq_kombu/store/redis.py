@@ -1,0 +1,372 @@
+"""RedisStore: the production store, for many workers on many machines.
+
+Every key of one queue shares the hash tag ``{<prefix>:<queue>}`` so that a queue's
+scripts touch one cluster slot. Atomic operations are Lua scripts in ``lua/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from ..errors import ConfigurationError, StoreError, StoreUnavailable
+from .base import (
+    Binding,
+    Delivery,
+    FetchResult,
+    Lease,
+    MessageInfo,
+    NewMessage,
+    QueueCounts,
+    State,
+    Store,
+    WorkerBeat,
+)
+
+# The order of a queue's keys, as the Lua scripts expect them (see fetch.lua).
+QUEUE_KEYS = ("ready", "delayed", "inflight", "dead", "waiting", "meta", "bodies", "seq", "marker")
+STATE_KEYS = {
+    State.READY: "ready",
+    State.DELAYED: "delayed",
+    State.INFLIGHT: "inflight",
+    State.DEAD: "dead",
+    State.WAITING: "waiting",
+}
+REDIS_OPTIONS = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_check_hostname",
+    "password",
+    "username",
+)
+
+
+def _load_script(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn redis-py errors into the tq error tree."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+    except redis.RedisError as exc:
+        raise StoreError(f"Redis refused a tq operation: {exc}") from exc
+
+
+class RedisStore(Store):
+    """Messages in per-queue sorted sets and hashes; see ``lua/*.lua`` for the layout."""
+
+    driver_type = "redis"
+
+    def __init__(self, client: redis.Redis, key_prefix: str = "tq") -> None:
+        self.client = client
+        self.key_prefix = key_prefix
+        self._scripts: dict[str, Script] = {}
+        self._key_cache: dict[str, dict[str, str]] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """Open ``redis://[user:password@]host[:port][/db]`` or ``rediss://...`` (TLS).
+
+        Recognised options: ``key_prefix`` and the redis-py connection options
+        listed in ``REDIS_OPTIONS``; others are ignored (they belong to the transport).
+        """
+        kwargs = {k: v for k, v in options.items() if k in REDIS_OPTIONS and v is not None}
+        try:
+            client = redis.Redis.from_url(url, health_check_interval=10, **kwargs)
+        except ValueError as exc:
+            raise ConfigurationError(f"cannot use Redis URL {url!r}: {exc}") from exc
+        return cls(client, key_prefix=str(options.get("key_prefix") or "tq"))
+
+    # -- keys and scripts --------------------------------------------------
+    def keys_of(self, queue: str) -> dict[str, str]:
+        """The key names of one queue, all under one hash tag."""
+        keys = self._key_cache.get(queue)
+        if keys is None:
+            tag = "{" + f"{self.key_prefix}:{queue}" + "}"
+            keys = {name: f"{tag}:{name}" for name in QUEUE_KEYS}
+            self._key_cache[queue] = keys
+        return keys
+
+    def _keys(self, queue: str, *names: str) -> list[str]:
+        keys = self.keys_of(queue)
+        return [keys[name] for name in names]
+
+    def _script(self, name: str) -> Script:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self.client.register_script(_load_script(name))
+            self._scripts[name] = script
+        return script
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with _translated():
+            return self._script(name)(keys=keys, args=args)
+
+    # -- connection --------------------------------------------------------
+    def ping(self) -> None:
+        with _translated():
+            self.client.ping()
+
+    def close(self) -> None:
+        self.client.connection_pool.disconnect()
+
+    # -- publish -----------------------------------------------------------
+    def enqueue(self, queue: str, message: NewMessage) -> None:
+        self._store(queue, message, "waiting" if message.waiting else "auto")
+
+    def bury_payload(self, queue: str, message: NewMessage, reason: str, detail: str = "") -> None:
+        self._store(queue, message, "dead", reason, detail)
+
+    def _store(
+        self, queue: str, message: NewMessage, target: str, reason: str = "", detail: str = ""
+    ) -> None:
+        keys = self._keys(
+            queue, "ready", "delayed", "waiting", "dead", "meta", "bodies", "seq", "marker"
+        )
+        eta_ms = "" if message.eta is None else str(int(message.eta * 1000))
+        args = [
+            message.message_id, message.payload, message.priority, eta_ms, target,
+            message.task_name, message.task_id, reason, detail,
+        ]
+        self._run("enqueue", keys, args)
+
+    # -- consume -----------------------------------------------------------
+    def fetch(
+        self,
+        queues: Sequence[str],
+        max_count: int,
+        consumer_id: str,
+        lease_seconds: float,
+        max_deliveries: int,
+        skip_task_names: Collection[str] = (),
+    ) -> FetchResult:
+        keys: list[str] = []
+        for queue in queues:
+            keys.extend(self.keys_of(queue).values())
+        args = [max_count, consumer_id, int(lease_seconds * 1000), max_deliveries, *skip_task_names]
+        reply = self._run("fetch", keys, args)
+        deliveries = []
+        for i in range(2, len(reply), 6):
+            index, message_id, payload, priority, count, token = reply[i : i + 6]
+            lease = Lease(queues[int(index)], message_id.decode(), token.decode())
+            deliveries.append(Delivery(lease, payload, int(priority), int(count)))
+        next_due = None if int(reply[1]) < 0 else int(reply[1]) / 1000
+        return FetchResult(deliveries, bool(reply[0]), next_due)
+
+    def marker_keys(self, queues: Sequence[str]) -> list[str]:
+        """The keys a consumer blocks on (BZPOPMIN) to learn that ``queues`` changed."""
+        return [self.keys_of(queue)["marker"] for queue in queues]
+
+    def wait(self, queues: Sequence[str], timeout_seconds: float) -> None:
+        if not queues or timeout_seconds <= 0:
+            return
+        with _translated():
+            self.client.bzpopmin(self.marker_keys(queues), timeout=timeout_seconds)
+
+    def renew(self, leases: Iterable[Lease], lease_seconds: float) -> list[Lease]:
+        by_queue: dict[str, list[Lease]] = defaultdict(list)
+        for lease in leases:
+            by_queue[lease.queue].append(lease)
+        lost: list[Lease] = []
+        for queue, held in by_queue.items():
+            args: list[Any] = [int(lease_seconds * 1000)]
+            for lease in held:
+                args += [lease.message_id, lease.token]
+            lost_ids = {raw.decode() for raw in self._run("renew", self._keys(queue, "inflight", "meta"), args)}
+            lost += [lease for lease in held if lease.message_id in lost_ids]
+        return lost
+
+    def _settle(self, action: str, lease: Lease, reason: str = "", detail: str = "") -> bool:
+        keys = self._keys(lease.queue, "ready", "inflight", "dead", "meta", "bodies", "seq", "marker")
+        return bool(self._run("settle", keys, [action, lease.message_id, lease.token, reason, detail]))
+
+    def ack(self, lease: Lease) -> bool:
+        return self._settle("ack", lease)
+
+    def release(self, lease: Lease) -> bool:
+        return self._settle("release", lease)
+
+    def requeue(self, lease: Lease) -> bool:
+        return self._settle("requeue", lease)
+
+    def bury(self, lease: Lease, reason: str, detail: str = "") -> bool:
+        return self._settle("bury", lease, reason, detail)
+
+    # -- inspect and administer ---------------------------------------------
+    def counts(self, queue: str) -> QueueCounts:
+        keys = self.keys_of(queue)
+        with _translated(), self.client.pipeline(transaction=False) as pipe:
+            for state in State:
+                pipe.zcard(keys[STATE_KEYS[state]])
+            sizes = dict(zip(State, pipe.execute()))
+        return QueueCounts(
+            ready=sizes[State.READY],
+            delayed=sizes[State.DELAYED],
+            inflight=sizes[State.INFLIGHT],
+            dead=sizes[State.DEAD],
+            waiting=sizes[State.WAITING],
+        )
+
+    def _state_of(self, queue: str, message_id: str) -> State | None:
+        keys = self.keys_of(queue)
+        with _translated(), self.client.pipeline(transaction=False) as pipe:
+            for state in State:
+                pipe.zscore(keys[STATE_KEYS[state]], message_id)
+            scores = pipe.execute()
+        for state, score in zip(State, scores):
+            if score is not None:
+                return state
+        return None
+
+    def _describe(self, queue: str, message_id: str, state: State, raw: bytes | None) -> MessageInfo:
+        meta = json.loads(raw) if raw else {}
+        eta = meta.get("e")
+        return MessageInfo(
+            queue=queue,
+            message_id=message_id,
+            state=state,
+            priority=int(meta.get("p", 0)),
+            delivery_count=int(meta.get("n", 0)),
+            task_name=meta.get("t", ""),
+            task_id=meta.get("i", ""),
+            eta=None if eta is None else eta / 1000,
+            dead_reason=meta.get("r"),
+            dead_detail=meta.get("x"),
+        )
+
+    def info(self, queue: str, message_id: str) -> MessageInfo | None:
+        state = self._state_of(queue, message_id)
+        if state is None:
+            return None
+        with _translated():
+            raw = self.client.hget(self.keys_of(queue)["meta"], message_id)
+        return self._describe(queue, message_id, state, raw)
+
+    def list_messages(
+        self, queue: str, state: State, offset: int = 0, limit: int = 100
+    ) -> list[MessageInfo]:
+        keys = self.keys_of(queue)
+        with _translated():
+            ids = [raw.decode() for raw in self.client.zrange(keys[STATE_KEYS[state]], offset, offset + limit - 1)]
+            metas = self.client.hmget(keys["meta"], ids) if ids else []
+        return [self._describe(queue, mid, state, raw) for mid, raw in zip(ids, metas)]
+
+    def payload(self, queue: str, message_id: str) -> bytes | None:
+        with _translated():
+            value = self.client.hget(self.keys_of(queue)["bodies"], message_id)
+        return value if isinstance(value, bytes) else None
+
+    def cancel(self, queue: str, message_id: str) -> bool:
+        keys = self._keys(queue, "ready", "delayed", "waiting", "meta", "bodies")
+        return bool(self._run("cancel", keys, [message_id]))
+
+    def set_priority(self, queue: str, message_id: str, priority: int) -> bool:
+        from ..priority import normalize_priority
+
+        keys = self._keys(queue, "ready", "delayed", "waiting", "meta")
+        return bool(self._run("set_priority", keys, [message_id, normalize_priority(priority)]))
+
+    def release_waiting(self, queue: str, message_id: str) -> bool:
+        keys = self._keys(queue, "waiting", "delayed", "ready", "meta", "seq", "marker")
+        return bool(self._run("release_waiting", keys, [message_id]))
+
+    def purge(self, queue: str, state: State = State.READY) -> int:
+        keys = self.keys_of(queue)
+        return int(self._run("purge", [keys[STATE_KEYS[state]], keys["meta"], keys["bodies"]], []))
+
+    def delete_queue(self, queue: str) -> None:
+        with _translated():
+            self.client.delete(*self.keys_of(queue).values())
+
+    # -- bindings ----------------------------------------------------------
+    def _bindings_key(self, exchange: str) -> str:
+        return f"{self.key_prefix}:bindings:{exchange}"
+
+    @staticmethod
+    def _binding_field(binding: Binding) -> str:
+        return json.dumps([binding.routing_key, binding.pattern, binding.queue])
+
+    def bind(self, binding: Binding, expires_seconds: float | None = None) -> None:
+        expires_at = 0 if expires_seconds is None else time.time() + expires_seconds
+        with _translated():
+            self.client.hset(self._bindings_key(binding.exchange), self._binding_field(binding), expires_at)
+
+    def unbind(self, binding: Binding) -> None:
+        with _translated():
+            self.client.hdel(self._bindings_key(binding.exchange), self._binding_field(binding))
+
+    def bindings(self, exchange: str) -> list[Binding]:
+        key = self._bindings_key(exchange)
+        with _translated():
+            entries = self.client.hgetall(key)
+        now = time.time()
+        live, expired = [], []
+        for field, expires_at in entries.items():
+            if 0 < float(expires_at) < now:
+                expired.append(field)
+                continue
+            routing_key, pattern, queue = json.loads(field)
+            live.append(Binding(exchange, routing_key, pattern, queue))
+        if expired:
+            with _translated():
+                self.client.hdel(key, *expired)
+        return live
+
+    # -- workers -----------------------------------------------------------
+    def heartbeat(self, worker: str, ttl_seconds: float, info: dict[str, Any]) -> None:
+        now = time.time()
+        beat = json.dumps({"seen": now, "expires": now + ttl_seconds, "info": info})
+        with _translated():
+            self.client.hset(f"{self.key_prefix}:workers", worker, beat)
+
+    def workers(self) -> list[WorkerBeat]:
+        key = f"{self.key_prefix}:workers"
+        with _translated():
+            entries = self.client.hgetall(key)
+        now = time.time()
+        alive, gone = [], []
+        for name, raw in entries.items():
+            beat = json.loads(raw)
+            if beat["expires"] < now:
+                gone.append(name)
+            else:
+                alive.append(WorkerBeat(name.decode(), beat["seen"], beat["info"]))
+        if gone:
+            with _translated():
+                self.client.hdel(key, *gone)
+        return alive
+
+    # -- event-loop support (used by the transport) --------------------------
+    def new_connection(self) -> redis.connection.Connection:
+        """A dedicated connection for a consumer's blocking wait in an event loop."""
+        pool = self.client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
+
+    def send_wait(self, connection: redis.connection.Connection, queues: Sequence[str], timeout_seconds: float) -> None:
+        """Send BZPOPMIN on ``connection`` without reading the reply (see :meth:`read_wait`)."""
+        with _translated():
+            connection.send_command("BZPOPMIN", *self.marker_keys(queues), f"{timeout_seconds:.3f}")
+
+    @staticmethod
+    def read_wait(connection: redis.connection.Connection) -> None:
+        with _translated():
+            connection.read_response()
+
+
+__all__ = ["RedisStore", "QUEUE_KEYS"]
