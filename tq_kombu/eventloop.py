@@ -1,7 +1,7 @@
 """Consuming from the Redis store inside the Celery worker's event loop.
 
-Like BullMQ's workers, an idle consumer blocks on its queues' marker keys with
-BZPOPMIN, here on a dedicated connection whose socket the event loop watches; a
+Like BullMQ's workers, an idle channel blocks on its queues' marker keys with
+BZPOPMIN, on a dedicated connection whose socket the event loop watches; a
 publish touches the marker, the socket turns readable, and the channel fetches
 (and leases) the most urgent messages in one script call. While a fetch leaves
 ready messages behind, the channel fetches again on the next loop tick instead.
@@ -9,7 +9,6 @@ ready messages behind, the channel fetches again on the next loop tick instead.
 
 from __future__ import annotations
 
-import logging
 from time import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,42 +18,25 @@ if TYPE_CHECKING:
     from .store.redis import RedisStore
     from .transport import Channel, Transport
 
-logger = logging.getLogger(__name__)
 
+class ChannelWaiter:
+    """One channel's blocking wait: at most one BZPOPMIN in flight."""
 
-class RedisWaiter:
-    """One blocking BZPOPMIN at a time, registered with the event loop ``loop``."""
-
-    def __init__(self, transport: Transport, loop: Any) -> None:
-        self.transport = transport
+    def __init__(self, channel: Channel, store: RedisStore, loop: Any, on_readable: Any) -> None:
+        self.channel = channel
+        self.store = store
         self.loop = loop
-        self.store: RedisStore = transport.store  # type: ignore[assignment]
+        self.on_readable = on_readable
         self.connection: Any = None
         self.fileno: int | None = None
         self.armed = False
 
-    def on_tick(self) -> None:
-        """Fetch for channels that may have work; block on the markers for the others."""
-        now = time()
-        idle: list[Channel] = []
-        for channel in self.transport._consuming_channels():
-            if not channel.qos.can_consume():
-                continue
-            due = channel.next_due is not None and channel.next_due <= now
-            if channel.maybe_more or due:
-                channel.fetch_and_deliver()
-            if not channel.maybe_more and channel.qos.can_consume():
-                idle.append(channel)
-        if idle and not self.armed:
-            self._arm(idle)
-
-    def _arm(self, channels: list[Channel]) -> None:
-        queues = list(dict.fromkeys(q for ch in channels for q in ch._active_queues))
+    def arm(self, timeout_seconds: float) -> None:
         try:
             if self.connection is None:
                 self.connection = self.store.new_connection()
                 self.connection.connect()
-            self.store.send_wait(self.connection, queues, self.transport.wait_timeout(channels))
+            self.store.send_wait(self.connection, self.channel.consumed_queues(), timeout_seconds)
         except StoreUnavailable:
             self.close()
             raise
@@ -62,25 +44,21 @@ class RedisWaiter:
         fileno = self.connection._sock.fileno()
         if fileno != self.fileno:
             self._unregister()
-            self.loop.add_reader(fileno, self.transport.on_readable, fileno)
+            self.loop.add_reader(fileno, self.on_readable, fileno)
             self.fileno = fileno
 
-    def on_readable(self, fileno: int) -> None:
-        if fileno != self.fileno or self.connection is None:
-            return
+    def finish(self) -> bool:
+        """Read the reply of the wait; False when the connection had been closed instead."""
         if not self.armed:
-            # nothing was asked: the server closed the connection
-            self.close()
-            return
+            self.close()  # readable without a request: the server hung up
+            return False
         try:
             self.store.read_wait(self.connection)
         except StoreUnavailable:
             self.close()
             raise
         self.armed = False
-        for channel in self.transport._consuming_channels():
-            channel.maybe_more = True
-        self.on_tick()
+        return True
 
     def _unregister(self) -> None:
         if self.fileno is not None:
@@ -91,7 +69,7 @@ class RedisWaiter:
             self.fileno = None
 
     def close(self) -> None:
-        """Drop the connection; the next tick opens a new one."""
+        """Drop the connection; the next wait opens a new one."""
         self._unregister()
         self.armed = False
         if self.connection is not None:
@@ -100,3 +78,51 @@ class RedisWaiter:
             except Exception:  # noqa: BLE001 - it is being thrown away
                 pass
             self.connection = None
+
+
+class EventLoopConsumer:
+    """Drives every consuming channel of a transport from the event loop's ticks."""
+
+    def __init__(self, transport: Transport, loop: Any) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.store: RedisStore = transport.store  # type: ignore[assignment]
+        self.waiters: dict[Channel, ChannelWaiter] = {}
+
+    def on_tick(self) -> None:
+        """Fetch for channels that may have work; block on the markers for the others."""
+        now = time()
+        for channel in self.transport._consuming_channels():
+            if not channel.qos.can_consume():
+                continue
+            due = channel.next_due is not None and channel.next_due <= now
+            if channel.maybe_more or due:
+                channel.fetch_and_deliver()
+            if not channel.maybe_more and channel.qos.can_consume():
+                waiter = self._waiter(channel)
+                if not waiter.armed:
+                    waiter.arm(self.transport.wait_timeout([channel]))
+
+    def _waiter(self, channel: Channel) -> ChannelWaiter:
+        waiter = self.waiters.get(channel)
+        if waiter is None:
+            waiter = ChannelWaiter(channel, self.store, self.loop, self.transport.on_readable)
+            self.waiters[channel] = waiter
+        return waiter
+
+    def on_readable(self, fileno: int) -> None:
+        for channel, waiter in list(self.waiters.items()):
+            if waiter.fileno == fileno:
+                if waiter.finish():
+                    channel.maybe_more = True
+                    self.on_tick()
+                return
+
+    def forget(self, channel: Channel) -> None:
+        waiter = self.waiters.pop(channel, None)
+        if waiter is not None:
+            waiter.close()
+
+    def close(self) -> None:
+        for channel in list(self.waiters):
+            self.forget(channel)

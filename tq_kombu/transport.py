@@ -199,9 +199,12 @@ class Channel(virtual.Channel):
         return self.store.purge(queue, State.READY)
 
     # -- consume -----------------------------------------------------------
+    def consumed_queues(self) -> list[str]:
+        return list(dict.fromkeys(self._active_queues))
+
     def fetch_and_deliver(self) -> int:
         """Lease as many messages as prefetch allows and hand them to kombu."""
-        queues = list(dict.fromkeys(self._active_queues))
+        queues = self.consumed_queues()
         if not queues:
             self.maybe_more = False
             return 0
@@ -345,10 +348,7 @@ class Transport(virtual.Transport):
     def close_connection(self, connection: Any) -> None:
         super().close_connection(connection)
         self.lease_keeper.stop()
-        waiter = getattr(self, "_waiter", None)
-        if waiter is not None:
-            waiter.close()
-            self._waiter = None
+        self._leave_event_loop()
         self.store.close()
 
     # -- bindings with an expiry, refreshed while this process lives -------
@@ -365,7 +365,7 @@ class Transport(virtual.Transport):
 
     # -- consuming without an event loop -----------------------------------
     def _consuming_channels(self) -> list[Channel]:
-        return [ch for ch in self.channels if ch._active_queues and ch.connection is not None]
+        return [ch for ch in self.channels if ch._active_queues and not ch.closed]
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         deadline = None if timeout is None else monotonic() + timeout
@@ -380,7 +380,7 @@ class Transport(virtual.Transport):
                 if left <= 0:
                     raise socket.timeout()
                 remaining = min(remaining, left)
-            queues = [q for ch in channels if ch.qos.can_consume() for q in ch._active_queues]
+            queues = [q for ch in channels if ch.qos.can_consume() for q in ch.consumed_queues()]
             if queues:
                 self.store.wait(list(dict.fromkeys(queues)), remaining)
             else:
@@ -399,15 +399,23 @@ class Transport(virtual.Transport):
 
     # -- consuming in the worker's event loop (Redis store) ----------------
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
-        from .eventloop import RedisWaiter
+        from .eventloop import EventLoopConsumer
 
-        old = getattr(self, "_waiter", None)
-        if old is not None:
-            old.close()
-        self._waiter = RedisWaiter(self, loop)
-        loop.on_tick.add(self._waiter.on_tick)
+        self._leave_event_loop()
+        self._event_loop = EventLoopConsumer(self, loop)
+        loop.on_tick.add(self._event_loop.on_tick)
+
+    def _leave_event_loop(self) -> None:
+        if self._event_loop is not None:
+            self._event_loop.loop.on_tick.discard(self._event_loop.on_tick)
+            self._event_loop.close()
+            self._event_loop = None
 
     def on_readable(self, fileno: int) -> None:
-        waiter = getattr(self, "_waiter", None)
-        if waiter is not None:
-            waiter.on_readable(fileno)
+        if self._event_loop is not None:
+            self._event_loop.on_readable(fileno)
+
+    def close_channel(self, channel: Any) -> None:
+        if self._event_loop is not None:
+            self._event_loop.forget(channel)
+        super().close_channel(channel)

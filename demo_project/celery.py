@@ -1,0 +1,62 @@
+"""The demo Celery app: four queues, ordinary tasks, tq as the broker.
+
+The broker defaults to the embedded SQLite store; set ``TQ_BROKER_URL`` to use
+Redis, e.g. ``tq+redis://127.0.0.1:6379/0``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import tq_kombu  # noqa: F401  (registers the tq+ broker URL scheme)
+from celery import Celery
+from kombu import Queue
+
+app = Celery("demo_project")
+app.conf.update(
+    broker_url=os.environ.get("TQ_BROKER_URL", "tq+sqlite:///demo-queue.sqlite3"),
+    result_backend=os.environ.get("TQ_RESULT_BACKEND") or None,
+    task_queues=[Queue(name) for name in ("default", "emails", "notifications", "heavy")],
+    task_default_queue="default",
+    task_routes={
+        "demo_project.celery.send_email": {"queue": "emails"},
+        "demo_project.celery.notify": {"queue": "notifications"},
+        "demo_project.celery.crunch": {"queue": "heavy"},
+    },
+    broker_transport_options={"lease_seconds": float(os.environ.get("TQ_LEASE_SECONDS", "30"))},
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+)
+
+#: Where tasks append a line when they run (the demo and the tests read it).
+JOURNAL = os.environ.get("TQ_DEMO_JOURNAL", "demo-journal.txt")
+
+
+def record(line: str) -> None:
+    with open(JOURNAL, "a", encoding="utf-8") as journal:
+        journal.write(line + "\n")
+
+
+@app.task
+def send_email(to: str, subject: str) -> str:
+    record(f"send_email {to} {subject}")
+    return f"sent {subject!r} to {to}"
+
+
+@app.task
+def notify(user: str, text: str) -> str:
+    record(f"notify {user} {text}")
+    return text
+
+
+@app.task
+def crunch(label: str, seconds: float = 0.0) -> str:
+    time.sleep(seconds)
+    record(f"crunch {label}")
+    return label
+
+
+@app.task
+def noop() -> None:
+    return None

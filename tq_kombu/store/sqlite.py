@@ -1,0 +1,914 @@
+"""SQLiteStore: the embedded default store — zero servers, one machine.
+
+All messages live in one SQLite database file in WAL mode, so readers never block
+the writer. Every write is one ``BEGIN IMMEDIATE`` transaction (the write lock is
+taken up front, so two writers queue on the busy timeout instead of deadlocking
+on a lock upgrade). Several worker processes on one machine and several threads of
+one process may share the file: each thread of each process gets its own
+connection, opened lazily and re-opened after ``os.fork()``.
+
+Ordering: a global counter (``seq``) stamps every message when it becomes ready;
+ready messages are handed out by priority (higher first), then by ``seq``, across
+every queue a fetch names. A message that returns to ready (requeue, release,
+expired lease, due ETA) is stamped again and so goes to the end of its level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from ..errors import ConfigurationError, StoreError
+from ..priority import normalize_priority
+from .base import (
+    Binding,
+    DeadReason,
+    Delivery,
+    FetchResult,
+    Lease,
+    MessageInfo,
+    NewMessage,
+    QueueCounts,
+    State,
+    Store,
+    WorkerBeat,
+)
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "path_from_url"]
+
+#: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
+SCHEMA_VERSION = 1
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS messages (
+        queue          TEXT    NOT NULL,
+        id             TEXT    NOT NULL,
+        state          TEXT    NOT NULL,
+        priority       INTEGER NOT NULL,
+        seq            INTEGER NOT NULL,
+        eta            REAL,
+        lease_until    REAL,
+        lease_token    TEXT,
+        delivery_count INTEGER NOT NULL DEFAULT 0,
+        task_name      TEXT    NOT NULL DEFAULT '',
+        task_id        TEXT    NOT NULL DEFAULT '',
+        payload        BLOB    NOT NULL,
+        dead_reason    TEXT,
+        dead_detail    TEXT,
+        created_at     REAL    NOT NULL,
+        dead_at        REAL,
+        PRIMARY KEY (queue, id)
+    )
+    """,
+    # Fetch order within a queue (and counts per state, from the index alone).
+    """
+    CREATE INDEX IF NOT EXISTS messages_by_state
+        ON messages (queue, state, priority DESC, seq)
+    """,
+    # Due delayed messages, expired leases and the dead list, each a small partial index.
+    """
+    CREATE INDEX IF NOT EXISTS messages_delayed_by_eta
+        ON messages (queue, eta, seq) WHERE state = 'delayed'
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS messages_inflight_by_lease
+        ON messages (queue, lease_until, seq) WHERE state = 'inflight'
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS messages_dead_by_time
+        ON messages (queue, dead_at, seq) WHERE state = 'dead'
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )
+    """,
+    "INSERT OR IGNORE INTO counters (name, value) VALUES ('seq', 0)",
+    """
+    CREATE TABLE IF NOT EXISTS bindings (
+        exchange    TEXT NOT NULL,
+        routing_key TEXT NOT NULL,
+        pattern     TEXT NOT NULL,
+        queue       TEXT NOT NULL,
+        expires_at  REAL,
+        PRIMARY KEY (exchange, routing_key, pattern, queue)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS workers (
+        worker     TEXT PRIMARY KEY,
+        seen_at    REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        info       TEXT NOT NULL DEFAULT '{}'
+    )
+    """,
+)
+
+_INFO_COLUMNS = (
+    "queue, id, state, priority, delivery_count, task_name, task_id, eta, dead_reason, dead_detail"
+)
+
+#: ``list_messages`` order per state: hand-out, due, expiry, death, arrival.
+_LIST_ORDER = {
+    State.READY: "priority DESC, seq",
+    State.DELAYED: "eta, seq",
+    State.INFLIGHT: "lease_until, seq",
+    State.DEAD: "dead_at, seq",
+    State.WAITING: "seq",
+}
+
+_QUEUED = "('ready', 'delayed', 'waiting')"
+_NEXT_SEQ = "(SELECT value + 1 FROM counters WHERE name = 'seq')"
+_SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced (so ``close()`` finds every thread's)."""
+
+
+#: Connections inherited from a parent process: never used and never closed here,
+#: because closing them in the child could disturb the parent's locks and WAL.
+_INHERITED: list[sqlite3.Connection] = []
+
+_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork time would stay locked forever in the child.
+    for store in list(_STORES):
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def path_from_url(url: str) -> str:
+    """The database path in a ``sqlite:///...`` URL (kombu/SQLAlchemy rule).
+
+    Everything after ``sqlite:///`` is the path, percent-decoded:
+    ``sqlite:///queue.db`` and ``sqlite:///data/queue.db`` are relative to the
+    working directory, ``sqlite:////var/lib/tq/queue.db`` (four slashes) is
+    absolute — which is what ``f"sqlite:///{absolute_path}"`` produces.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "sqlite":
+        raise ConfigurationError(
+            f"{url!r} is not a SQLite URL: use sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    if not rest.startswith("/"):
+        raise ConfigurationError(
+            f"SQLite URL {url!r} names a host ({rest.split('/', 1)[0]!r}); a SQLite store is a "
+            "local file: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    if "?" in rest or "#" in rest:
+        raise ConfigurationError(
+            f"SQLite URL {url!r} has a query or fragment: tq takes SQLite options as "
+            "transport options (broker_transport_options), not in the URL; "
+            "percent-encode '?' and '#' if they are part of the file name"
+        )
+    path = unquote(rest[1:])
+    if not path or path == ":memory:":
+        raise ConfigurationError(
+            f"SQLite URL {url!r} names no file: tq needs a database file that every worker "
+            "process can open, e.g. sqlite:///queue.db or sqlite:////var/lib/tq/queue.db"
+        )
+    return path
+
+
+def _positive_float(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from exc
+    if not number > 0:
+        raise ConfigurationError(f"{name} must be greater than 0 seconds, got {value!r}")
+    return number
+
+
+class SQLiteStore(Store):
+    """A :class:`~tq_kombu.store.base.Store` in one SQLite file (WAL mode)."""
+
+    driver_type = "sqlite"
+
+    #: Seconds between two checks for work while :meth:`wait` blocks.
+    poll_interval_seconds: float = 0.05
+    #: Seconds a statement waits for another connection's write lock before failing.
+    busy_timeout_seconds: float = 30.0
+    #: ``PRAGMA synchronous``: FULL survives power loss; NORMAL is faster and in WAL
+    #: mode still loses nothing when a process crashes.
+    synchronous: str = "FULL"
+
+    #: Options :meth:`from_url` takes; any other option is ignored.
+    options = ("poll_interval_seconds", "busy_timeout_seconds", "synchronous")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        poll_interval_seconds: float | None = None,
+        busy_timeout_seconds: float | None = None,
+        synchronous: str | None = None,
+    ) -> None:
+        """Open (lazily) the database at ``path``; a relative path is taken relative to
+        the current working directory now, not when the file is first opened."""
+        if poll_interval_seconds is not None:
+            self.poll_interval_seconds = _positive_float(
+                "poll_interval_seconds", poll_interval_seconds
+            )
+        if busy_timeout_seconds is not None:
+            self.busy_timeout_seconds = _positive_float(
+                "busy_timeout_seconds", busy_timeout_seconds
+            )
+        if synchronous is not None:
+            mode = str(synchronous).upper()
+            if mode not in _SYNCHRONOUS_MODES:
+                raise ConfigurationError(
+                    f"synchronous must be one of {', '.join(_SYNCHRONOUS_MODES)}, "
+                    f"got {synchronous!r}"
+                )
+            self.synchronous = mode
+        self.path = os.path.abspath(os.fspath(path))
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._connections: weakref.WeakKeyDictionary[_Connection, int] = weakref.WeakKeyDictionary()
+        self._schema_checked_in: int | None = None
+        _STORES.add(self)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
+        """Open the store a ``sqlite:///path`` URL names (see :func:`path_from_url`).
+
+        Takes the options listed in :attr:`options`; ignores every other option, since
+        the transport passes all of its transport options through.
+        """
+        known = {name: options[name] for name in cls.options if options.get(name) is not None}
+        return cls(path_from_url(url), **known)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path}>"
+
+    # -- connections --------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use and again after a fork."""
+        local = self._local
+        pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None:
+            if local.pid == pid and local.generation == self._generation:
+                return conn
+            if local.pid != pid:
+                _INHERITED.append(conn)
+            local.conn = None
+        conn = self._open()
+        local.conn, local.pid, local.generation = conn, pid, self._generation
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        parent = Path(self.path).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the directory {parent} for the tq SQLite database "
+                f"({exc.strerror or exc}): create it yourself or point the broker URL "
+                "at a writable place"
+            ) from exc
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout_seconds,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,  # only close() touches another thread's connection
+                factory=_Connection,
+            )
+        except sqlite3.Error as exc:
+            raise self._error("opening the database", exc) from exc
+        assert isinstance(conn, _Connection)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_seconds * 1000)}")
+            row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            mode = str(row[0]).lower() if row else "unknown"
+            if mode != "wal":
+                raise StoreError(
+                    f"SQLite store {self.path}: cannot switch the database to WAL mode (it "
+                    f"stays in {mode!r} mode); tq needs WAL — keep the file on a local disk, "
+                    "not a network filesystem"
+                )
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._ensure_schema(conn)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._error("opening the database", exc) from exc
+            raise
+        with self._lock:
+            self._connections[conn] = os.getpid()
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        pid = os.getpid()
+        if self._schema_checked_in == pid:
+            return
+        if self._user_version(conn) != SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._user_version(conn)
+                if version == 0:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"SQLite store {self.path} was written by a newer tq (schema version "
+                    f"{version}, this tq knows up to {SCHEMA_VERSION}): upgrade tq on this "
+                    "machine or use another database file"
+                )
+        self._schema_checked_in = pid
+
+    @staticmethod
+    def _user_version(conn: sqlite3.Connection) -> int:
+        row = conn.execute("PRAGMA user_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        """A StoreError saying what failed, why, and what to do about it."""
+        text = str(exc)
+        lowered = text.lower()
+        if "locked" in lowered or "busy" in lowered:
+            hint = (
+                "another connection held the write lock longer than busy_timeout_seconds="
+                f"{self.busy_timeout_seconds:g}; raise busy_timeout_seconds or look for a "
+                "process stuck inside a transaction"
+            )
+        elif "unable to open" in lowered or "readonly" in lowered or "read-only" in lowered:
+            hint = "check that the file and its directory exist and this user may write to them"
+        elif "not a database" in lowered or "malformed" in lowered:
+            hint = "the file is not a healthy SQLite database; point the broker URL elsewhere"
+        elif "disk" in lowered or "full" in lowered:
+            hint = "check free space and the health of the disk holding the database"
+        else:
+            hint = "see the SQLite error for the cause"
+        return StoreError(f"SQLite store {self.path}: {action} failed: {text}; {hint}")
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        """This thread's connection in autocommit mode, with errors translated."""
+        try:
+            yield self._conn()
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from exc
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction, committed on success and rolled back otherwise."""
+        try:
+            conn = self._conn()
+            if conn.in_transaction:  # left over by an interrupted operation
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from exc
+
+    @staticmethod
+    def _take_seqs(conn: sqlite3.Connection, count: int) -> int:
+        """Reserve ``count`` consecutive sequence numbers; return the first."""
+        conn.execute("UPDATE counters SET value = value + ? WHERE name = 'seq'", (count,))
+        row = conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+        return int(row[0]) - count + 1
+
+    # -- connection -------------------------------------------------------
+    def ping(self) -> None:
+        """Open the database (creating it if needed) and run a trivial query."""
+        with self._read("ping") as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        """Close every connection this process opened; the next call reconnects."""
+        pid = os.getpid()
+        with self._lock:
+            self._generation += 1
+            owned = list(self._connections.items())
+            self._connections.clear()
+        for conn, owner in owned:
+            if owner == pid:
+                with suppress(sqlite3.Error):
+                    conn.close()
+            else:
+                _INHERITED.append(conn)
+        self._local = threading.local()
+
+    # -- publish ----------------------------------------------------------
+    def enqueue(self, queue: str, message: NewMessage) -> None:
+        """Store ``message`` as waiting, delayed or ready.
+
+        Enqueueing an id the queue already holds changes nothing (the first copy stands).
+        """
+        priority = normalize_priority(message.priority)
+        now = time.time()
+        if message.waiting:
+            state = State.WAITING
+        elif message.eta is not None and message.eta > now:
+            state = State.DELAYED
+        else:
+            state = State.READY
+        with self._write("enqueue") as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO messages (queue, id, state, priority, seq, eta, "
+                "task_name, task_id, payload, created_at) "
+                f"VALUES (?, ?, ?, ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?)",
+                (
+                    queue,
+                    message.message_id,
+                    state.value,
+                    priority,
+                    message.eta,
+                    message.task_name,
+                    message.task_id,
+                    bytes(message.payload),
+                    now,
+                ),
+            )
+            conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+
+    # -- consume ----------------------------------------------------------
+    def fetch(
+        self,
+        queues: Sequence[str],
+        max_count: int,
+        consumer_id: str,
+        lease_seconds: float,
+        max_deliveries: int,
+        skip_task_names: Collection[str] = (),
+    ) -> FetchResult:
+        """Promote, reclaim and lease in one transaction (see the Store contract)."""
+        names = list(dict.fromkeys(queues))
+        if max_deliveries < 1:
+            raise ConfigurationError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
+        lease_seconds = _positive_float("lease_seconds", lease_seconds)
+        if not names:
+            return FetchResult([], False, None)
+        skip = sorted(set(skip_task_names))
+        skip_sql = f" AND task_name NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+        now = time.time()
+        with self._write("fetch") as conn:
+            self._return_due_to_ready(conn, names, now)
+            deliveries = self._lease_best(
+                conn,
+                names,
+                max_count=max_count,
+                consumer_id=consumer_id,
+                lease_until=now + lease_seconds,
+                max_deliveries=max_deliveries,
+                skip_sql=skip_sql,
+                skip=skip,
+                now=now,
+            )
+            more_ready = any(
+                conn.execute(
+                    f"SELECT 1 FROM messages WHERE queue = ? AND state = 'ready'{skip_sql} LIMIT 1",
+                    (name, *skip),
+                ).fetchone()
+                is not None
+                for name in names
+            )
+            next_due = self._next_due(conn, names)
+        return FetchResult(deliveries, more_ready, next_due)
+
+    def _return_due_to_ready(self, conn: sqlite3.Connection, queues: list[str], now: float) -> None:
+        """Make due delayed messages and expired leases ready, in the order they came due."""
+        due: list[tuple[float, int, str, str]] = []
+        for queue in queues:
+            due.extend(
+                (float(row[0]), int(row[1]), queue, str(row[2]))
+                for row in conn.execute(
+                    "SELECT eta, seq, id FROM messages "
+                    "WHERE queue = ? AND state = 'delayed' AND eta <= ?",
+                    (queue, now),
+                )
+            )
+            due.extend(
+                (float(row[0]), int(row[1]), queue, str(row[2]))
+                for row in conn.execute(
+                    "SELECT lease_until, seq, id FROM messages "
+                    "WHERE queue = ? AND state = 'inflight' AND lease_until <= ?",
+                    (queue, now),
+                )
+            )
+        if not due:
+            return
+        due.sort()
+        first = self._take_seqs(conn, len(due))
+        conn.executemany(
+            "UPDATE messages SET state = 'ready', seq = ?, lease_until = NULL, "
+            "lease_token = NULL WHERE queue = ? AND id = ?",
+            [(first + n, queue, message_id) for n, (_, _, queue, message_id) in enumerate(due)],
+        )
+
+    def _lease_best(
+        self,
+        conn: sqlite3.Connection,
+        queues: list[str],
+        *,
+        max_count: int,
+        consumer_id: str,
+        lease_until: float,
+        max_deliveries: int,
+        skip_sql: str,
+        skip: list[str],
+        now: float,
+    ) -> list[Delivery]:
+        """Lease up to ``max_count`` ready messages, strictly by priority then seq across
+        ``queues``; a message over ``max_deliveries`` goes to dead instead."""
+        deliveries: list[Delivery] = []
+        while len(deliveries) < max_count:
+            wanted = max_count - len(deliveries)
+            candidates: list[tuple[int, int, str, str, int]] = []
+            for queue in queues:
+                candidates.extend(
+                    (-int(row[0]), int(row[1]), queue, str(row[2]), int(row[3]))
+                    for row in conn.execute(
+                        "SELECT priority, seq, id, delivery_count FROM messages "
+                        f"WHERE queue = ? AND state = 'ready'{skip_sql} "
+                        "ORDER BY priority DESC, seq LIMIT ?",
+                        (queue, *skip, wanted),
+                    )
+                )
+            if not candidates:
+                break
+            candidates.sort()
+            for negative_priority, _, queue, message_id, delivered in candidates[:wanted]:
+                count = delivered + 1
+                if count > max_deliveries:
+                    conn.execute(
+                        "UPDATE messages SET state = 'dead', delivery_count = ?, "
+                        "dead_reason = ?, dead_detail = ?, dead_at = ? "
+                        "WHERE queue = ? AND id = ?",
+                        (
+                            count,
+                            DeadReason.MAX_DELIVERIES.value,
+                            f"handed out {delivered} times without being acknowledged",
+                            now,
+                            queue,
+                            message_id,
+                        ),
+                    )
+                    continue
+                token = f"{consumer_id}:{count}"
+                conn.execute(
+                    "UPDATE messages SET state = 'inflight', delivery_count = ?, "
+                    "lease_until = ?, lease_token = ? WHERE queue = ? AND id = ?",
+                    (count, lease_until, token, queue, message_id),
+                )
+                row = conn.execute(
+                    "SELECT payload FROM messages WHERE queue = ? AND id = ?",
+                    (queue, message_id),
+                ).fetchone()
+                deliveries.append(
+                    Delivery(
+                        lease=Lease(queue, message_id, token),
+                        payload=bytes(row[0]),
+                        priority=-negative_priority,
+                        delivery_count=count,
+                    )
+                )
+        return deliveries
+
+    @staticmethod
+    def _next_due(conn: sqlite3.Connection, queues: list[str]) -> float | None:
+        times: list[float] = []
+        for queue in queues:
+            for sql in (
+                "SELECT MIN(eta) FROM messages WHERE queue = ? AND state = 'delayed'",
+                "SELECT MIN(lease_until) FROM messages WHERE queue = ? AND state = 'inflight'",
+            ):
+                row = conn.execute(sql, (queue,)).fetchone()
+                if row is not None and row[0] is not None:
+                    times.append(float(row[0]))
+        return min(times) if times else None
+
+    def wait(self, queues: Sequence[str], timeout_seconds: float) -> None:
+        """Poll every :attr:`poll_interval_seconds` until a message is ready, a delayed one
+        is due or a lease has expired in ``queues``; never longer than the timeout."""
+        names = list(dict.fromkeys(queues))
+        deadline = time.monotonic() + max(0.0, float(timeout_seconds))
+        while True:
+            if names and self._work_available(names):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(self.poll_interval_seconds, remaining))
+
+    def _work_available(self, queues: list[str]) -> bool:
+        now = time.time()
+        with self._read("wait") as conn:
+            for queue in queues:
+                row = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready')"
+                    " OR EXISTS (SELECT 1 FROM messages"
+                    "            WHERE queue = ?1 AND state = 'delayed' AND eta <= ?2)"
+                    " OR EXISTS (SELECT 1 FROM messages"
+                    "            WHERE queue = ?1 AND state = 'inflight' AND lease_until <= ?2)",
+                    (queue, now),
+                ).fetchone()
+                if row is not None and row[0]:
+                    return True
+        return False
+
+    def renew(self, leases: Iterable[Lease], lease_seconds: float) -> list[Lease]:
+        """Extend the leases still held; return the ones that are not."""
+        held = list(leases)
+        if not held:
+            return []
+        lease_seconds = _positive_float("lease_seconds", lease_seconds)
+        lost: list[Lease] = []
+        with self._write("renew") as conn:
+            until = time.time() + lease_seconds
+            for lease in held:
+                cursor = conn.execute(
+                    "UPDATE messages SET lease_until = ? "
+                    "WHERE queue = ? AND id = ? AND state = 'inflight' AND lease_token = ?",
+                    (until, lease.queue, lease.message_id, lease.token),
+                )
+                if cursor.rowcount == 0:
+                    lost.append(lease)
+        return lost
+
+    def ack(self, lease: Lease) -> bool:
+        """Delete the delivered message if the lease is still held."""
+        with self._write("ack") as conn:
+            cursor = conn.execute(
+                "DELETE FROM messages "
+                "WHERE queue = ? AND id = ? AND state = 'inflight' AND lease_token = ?",
+                (lease.queue, lease.message_id, lease.token),
+            )
+            return cursor.rowcount > 0
+
+    def release(self, lease: Lease) -> bool:
+        """Return the message to the end of its priority level, uncounting the delivery."""
+        return self._back_to_ready(lease, "delivery_count = MAX(delivery_count - 1, 0), ")
+
+    def requeue(self, lease: Lease) -> bool:
+        """Return the message to the end of its priority level; the delivery stays counted."""
+        return self._back_to_ready(lease, "")
+
+    def _back_to_ready(self, lease: Lease, extra_set: str) -> bool:
+        with self._write("returning a message to ready") as conn:
+            cursor = conn.execute(
+                f"UPDATE messages SET state = 'ready', {extra_set}seq = {_NEXT_SEQ}, "
+                "lease_until = NULL, lease_token = NULL "
+                "WHERE queue = ? AND id = ? AND state = 'inflight' AND lease_token = ?",
+                (lease.queue, lease.message_id, lease.token),
+            )
+            if cursor.rowcount == 0:
+                return False
+            conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+            return True
+
+    def bury(self, lease: Lease, reason: str, detail: str = "") -> bool:
+        """Set the delivered message aside as dead, if the lease is still held."""
+        with self._write("bury") as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET state = 'dead', dead_reason = ?, dead_detail = ?, "
+                "dead_at = ?, lease_until = NULL, lease_token = NULL "
+                "WHERE queue = ? AND id = ? AND state = 'inflight' AND lease_token = ?",
+                (str(reason), detail, time.time(), lease.queue, lease.message_id, lease.token),
+            )
+            return cursor.rowcount > 0
+
+    def bury_payload(self, queue: str, message: NewMessage, reason: str, detail: str = "") -> None:
+        """Store a message straight as dead (replacing any message with its id in ``queue``)."""
+        priority = normalize_priority(message.priority)
+        now = time.time()
+        with self._write("bury_payload") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO messages (queue, id, state, priority, seq, eta, "
+                "task_name, task_id, payload, created_at, dead_reason, dead_detail, dead_at) "
+                f"VALUES (?, ?, 'dead', ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    queue,
+                    message.message_id,
+                    priority,
+                    message.eta,
+                    message.task_name,
+                    message.task_id,
+                    bytes(message.payload),
+                    now,
+                    str(reason),
+                    detail,
+                    now,
+                ),
+            )
+            conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+
+    # -- inspect and administer -------------------------------------------
+    def counts(self, queue: str) -> QueueCounts:
+        """How many of the queue's messages are in each state."""
+        with self._read("counts") as conn:
+            rows = conn.execute(
+                "SELECT state, COUNT(*) FROM messages WHERE queue = ? GROUP BY state", (queue,)
+            ).fetchall()
+        by_state = {str(state): int(count) for state, count in rows}
+        return QueueCounts(**{state.value: by_state.get(state.value, 0) for state in State})
+
+    def info(self, queue: str, message_id: str) -> MessageInfo | None:
+        """Describe one message, or None."""
+        with self._read("info") as conn:
+            row = conn.execute(
+                f"SELECT {_INFO_COLUMNS} FROM messages WHERE queue = ? AND id = ?",
+                (queue, message_id),
+            ).fetchone()
+        return None if row is None else _message_info(row)
+
+    def list_messages(
+        self, queue: str, state: State, offset: int = 0, limit: int = 100
+    ) -> list[MessageInfo]:
+        """A page of the queue's messages in ``state``, in hand-out/due/expiry/death order
+        (waiting ones in arrival order). Negative offsets and limits count as 0."""
+        state = _state(state)
+        with self._read("list_messages") as conn:
+            rows = conn.execute(
+                f"SELECT {_INFO_COLUMNS} FROM messages WHERE queue = ? AND state = ? "
+                f"ORDER BY {_LIST_ORDER[state]} LIMIT ? OFFSET ?",
+                (queue, state.value, max(0, limit), max(0, offset)),
+            ).fetchall()
+        return [_message_info(row) for row in rows]
+
+    def payload(self, queue: str, message_id: str) -> bytes | None:
+        """The stored payload, in any state, or None."""
+        with self._read("payload") as conn:
+            row = conn.execute(
+                "SELECT payload FROM messages WHERE queue = ? AND id = ?", (queue, message_id)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def cancel(self, queue: str, message_id: str) -> bool:
+        """Delete a ready, delayed or waiting message; False if none was there."""
+        with self._write("cancel") as conn:
+            cursor = conn.execute(
+                f"DELETE FROM messages WHERE queue = ? AND id = ? AND state IN {_QUEUED}",
+                (queue, message_id),
+            )
+            return cursor.rowcount > 0
+
+    def set_priority(self, queue: str, message_id: str, priority: int) -> bool:
+        """Change the priority of a ready, delayed or waiting message (keeping its place in
+        arrival order); False if none was there. An invalid priority raises PriorityError."""
+        value = normalize_priority(priority)
+        with self._write("set_priority") as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET priority = ? "
+                f"WHERE queue = ? AND id = ? AND state IN {_QUEUED}",
+                (value, queue, message_id),
+            )
+            return cursor.rowcount > 0
+
+    def release_waiting(self, queue: str, message_id: str) -> bool:
+        """Move a waiting message to delayed (ETA in the future) or to the end of ready."""
+        with self._write("release_waiting") as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET "
+                "state = CASE WHEN eta IS NOT NULL AND eta > ? THEN 'delayed' ELSE 'ready' END, "
+                f"seq = {_NEXT_SEQ} WHERE queue = ? AND id = ? AND state = 'waiting'",
+                (time.time(), queue, message_id),
+            )
+            if cursor.rowcount == 0:
+                return False
+            conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+            return True
+
+    def purge(self, queue: str, state: State = State.READY) -> int:
+        """Delete the queue's messages in ``state``; return how many went."""
+        state = _state(state)
+        with self._write("purge") as conn:
+            cursor = conn.execute(
+                "DELETE FROM messages WHERE queue = ? AND state = ?", (queue, state.value)
+            )
+            return cursor.rowcount
+
+    def delete_queue(self, queue: str) -> None:
+        """Delete every message of the queue, in every state (bindings stay: unbind them)."""
+        with self._write("delete_queue") as conn:
+            conn.execute("DELETE FROM messages WHERE queue = ?", (queue,))
+
+    # -- bindings -----------------------------------------------------------
+    def bind(self, binding: Binding, expires_seconds: float | None = None) -> None:
+        """Record or refresh a binding (None: it never expires); drops expired ones."""
+        now = time.time()
+        expires_at = None if expires_seconds is None else now + float(expires_seconds)
+        with self._write("bind") as conn:
+            conn.execute(
+                "DELETE FROM bindings WHERE exchange = ? AND expires_at <= ?",
+                (binding.exchange, now),
+            )
+            conn.execute(
+                "INSERT INTO bindings (exchange, routing_key, pattern, queue, expires_at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (exchange, routing_key, pattern, queue) "
+                "DO UPDATE SET expires_at = excluded.expires_at",
+                (binding.exchange, binding.routing_key, binding.pattern, binding.queue, expires_at),
+            )
+
+    def unbind(self, binding: Binding) -> None:
+        """Forget a binding (nothing happens if it is not recorded)."""
+        with self._write("unbind") as conn:
+            conn.execute(
+                "DELETE FROM bindings "
+                "WHERE exchange = ? AND routing_key = ? AND pattern = ? AND queue = ?",
+                (binding.exchange, binding.routing_key, binding.pattern, binding.queue),
+            )
+
+    def bindings(self, exchange: str) -> list[Binding]:
+        """Unexpired bindings of ``exchange``, ordered by queue, routing key and pattern."""
+        with self._read("bindings") as conn:
+            rows = conn.execute(
+                "SELECT exchange, routing_key, pattern, queue FROM bindings "
+                "WHERE exchange = ? AND (expires_at IS NULL OR expires_at > ?) "
+                "ORDER BY queue, routing_key, pattern",
+                (exchange, time.time()),
+            ).fetchall()
+        return [Binding(str(e), str(k), str(p), str(q)) for e, k, p, q in rows]
+
+    # -- workers ----------------------------------------------------------
+    def heartbeat(self, worker: str, ttl_seconds: float, info: dict[str, Any]) -> None:
+        """Record ``worker`` as alive for ``ttl_seconds``; drops workers long expired."""
+        now = time.time()
+        encoded = json.dumps(info, default=str, sort_keys=True)
+        with self._write("heartbeat") as conn:
+            conn.execute("DELETE FROM workers WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT INTO workers (worker, seen_at, expires_at, info) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (worker) DO UPDATE SET seen_at = excluded.seen_at, "
+                "expires_at = excluded.expires_at, info = excluded.info",
+                (worker, now, now + float(ttl_seconds), encoded),
+            )
+
+    def workers(self) -> list[WorkerBeat]:
+        """Workers whose last heartbeat has not expired, by name."""
+        with self._read("workers") as conn:
+            rows = conn.execute(
+                "SELECT worker, seen_at, info FROM workers WHERE expires_at > ? ORDER BY worker",
+                (time.time(),),
+            ).fetchall()
+        beats = []
+        for worker, seen_at, raw in rows:
+            try:
+                info = json.loads(raw)
+            except ValueError:
+                info = {}
+            beats.append(
+                WorkerBeat(str(worker), float(seen_at), info if isinstance(info, dict) else {})
+            )
+        return beats
+
+
+def _state(value: State | str) -> State:
+    try:
+        return State(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"unknown message state {value!r}: use one of {', '.join(s.value for s in State)}"
+        ) from None
+
+
+def _message_info(row: Sequence[Any]) -> MessageInfo:
+    queue, message_id, state, priority, count, task_name, task_id, eta, reason, detail = row
+    return MessageInfo(
+        queue=str(queue),
+        message_id=str(message_id),
+        state=State(state),
+        priority=int(priority),
+        delivery_count=int(count),
+        task_name=str(task_name),
+        task_id=str(task_id),
+        eta=None if eta is None else float(eta),
+        dead_reason=None if reason is None else str(reason),
+        dead_detail=None if detail is None else str(detail),
+    )
