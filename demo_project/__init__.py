@@ -1,5 +1,2 @@
-"""An ordinary Celery app running on tq (see celery.py)."""
-
-from .celery import app
-
-__all__ = ["app"]
+"""An ordinary Celery app running on tq: ``celery -A demo_project worker`` finds
+``demo_project.celery.app``; ``python -m demo_project`` runs the demo."""

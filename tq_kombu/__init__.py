@@ -10,9 +10,10 @@ from __future__ import annotations
 from kombu.transport import TRANSPORT_ALIASES
 
 from .errors import ConfigurationError, PriorityError, StoreError, StoreUnavailable, TQError
-from .priority import Priority
+from .priority import Priority, connect_celery_default_priority
 
 TRANSPORT_ALIASES.setdefault("tq", "tq_kombu.transport:Transport")
+connect_celery_default_priority()
 
 __version__ = "0.1.0"
 

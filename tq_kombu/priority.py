@@ -38,3 +38,19 @@ def normalize_priority(value: Any) -> int:
             "higher is more urgent (tq_kombu.Priority.LOW=1, NORMAL=5, HIGH=10, URGENT=15)"
         )
     return int(value)
+
+
+def _normal_when_unset(properties: dict[str, Any] | None = None, **_: Any) -> None:
+    """Celery leaves ``priority`` out when a task has none, and kombu then sends 0 (the
+    lowest level): give such tasks NORMAL instead, as tq documents."""
+    if properties is not None and properties.get("priority") is None:
+        properties["priority"] = DEFAULT_PRIORITY
+
+
+def connect_celery_default_priority() -> None:
+    """Make tasks published without a priority NORMAL (Celery's before_task_publish)."""
+    try:
+        from celery.signals import before_task_publish
+    except ImportError:  # kombu without Celery: nothing to do
+        return
+    before_task_publish.connect(_normal_when_unset, weak=False, dispatch_uid="tq-default-priority")

@@ -179,15 +179,17 @@ class Channel(virtual.Channel):
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return True
 
-    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
-        binding = Binding(exchange, routing_key, pattern, queue)
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None, queue: str) -> None:
+        binding = Binding(exchange, routing_key or "", pattern or "", queue)
         expires = self._expires_seconds.get(queue)
         self.store.bind(binding, expires)
         if expires:
             self.connection.keep_binding(binding, expires)
 
-    def _delete(self, queue: str, exchange: str, routing_key: str, pattern: str, *args: Any, **kwargs: Any) -> None:
-        binding = Binding(exchange, routing_key, pattern, queue)
+    def _delete(
+        self, queue: str, exchange: str, routing_key: str, pattern: str | None, *args: Any, **kwargs: Any
+    ) -> None:
+        binding = Binding(exchange, routing_key or "", pattern or "", queue)
         self.store.unbind(binding)
         self.connection.forget_binding(binding)
         self.store.delete_queue(queue)
