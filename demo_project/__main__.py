@@ -24,9 +24,8 @@ def main() -> int:
     os.environ.setdefault("TQ_BROKER_URL", f"tq+sqlite:///{workdir / 'queue.sqlite3'}")
     os.environ["TQ_DEMO_JOURNAL"] = str(journal)
 
-    from tq_kombu import Priority
-
     from demo_project.celery import app, crunch, notify, send_email
+    from tq_kombu import Priority
 
     print(f"broker: {app.conf.broker_url}")
     start = time.time()
@@ -38,9 +37,23 @@ def main() -> int:
     print("queued 5 tasks in this order: countdown, LOW, NORMAL, HIGH, URGENT")
 
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "demo_project", "--quiet", "worker", "--pool", "solo",
-         "-Q", "default,emails,notifications,heavy", "--without-mingle", "--without-gossip",
-         "-l", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "demo_project",
+            "--quiet",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            "default,emails,notifications,heavy",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "WARNING",
+        ],
         start_new_session=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )

@@ -9,15 +9,18 @@ from __future__ import annotations
 import os
 import time
 
-import tq_kombu  # noqa: F401  (registers the tq+ broker URL scheme)
 from celery import Celery
 from kombu import Queue
+
+import tq_kombu  # noqa: F401  (registers the tq+ broker URL scheme)
 
 app = Celery("demo_project")
 app.conf.update(
     broker_url=os.environ.get("TQ_BROKER_URL", "tq+sqlite:///demo-queue.sqlite3"),
     result_backend=os.environ.get("TQ_RESULT_BACKEND") or None,
-    task_queues=[Queue(name, routing_key=name) for name in ("default", "emails", "notifications", "heavy")],
+    task_queues=[
+        Queue(name, routing_key=name) for name in ("default", "emails", "notifications", "heavy")
+    ],
     task_default_queue="default",
     task_routes={
         "demo_project.celery.send_email": {"queue": "emails"},

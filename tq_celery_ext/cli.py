@@ -38,7 +38,9 @@ def tq(ctx: click.Context) -> None:
 
 @tq.command(cls=CeleryCommand)
 @click.option("--queue", "-Q", "queues", multiple=True, help="Queue to show (default: the app's).")
-@click.option("--json", "as_json", is_flag=True, cls=CeleryOption, help_group="Output", help="JSON output.")
+@click.option(
+    "--json", "as_json", is_flag=True, cls=CeleryOption, help_group="Output", help="JSON output."
+)
 @click.pass_context
 def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
     """Messages per queue: ready, delayed, waiting, in flight, dead."""

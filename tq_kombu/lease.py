@@ -43,6 +43,10 @@ class LeaseKeeper:
         with self._lock:
             return list(self._held)
 
+    def tighten(self, interval_seconds: float) -> None:
+        """Run at least every ``interval_seconds`` (for periodic work that needs it)."""
+        self.interval_seconds = max(min(self.interval_seconds, interval_seconds), 0.05)
+
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -64,7 +68,8 @@ class LeaseKeeper:
                 logger.warning(
                     "tq: lost the lease of message %s in queue %r (it expired and was handed "
                     "to another consumer); raise lease_seconds if the worker was stalled",
-                    lease.message_id, lease.queue,
+                    lease.message_id,
+                    lease.queue,
                 )
                 self.drop(lease)
         for work in self.periodic:

@@ -8,10 +8,9 @@ and a plain ``redis://`` or ``sqlite:///`` URL.
 from __future__ import annotations
 
 import logging
-import socket
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import count
 from time import monotonic, time
 from typing import Any
@@ -43,7 +42,7 @@ def parse_eta(headers: dict[str, Any]) -> float | None:
         logger.warning("tq: ignoring unreadable eta header %r (expected ISO 8601)", eta)
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -68,6 +67,11 @@ class QoS(virtual.QoS):
             tag, message = self._delivered.popitem()
             try:
                 self.channel.settle(tag, "release")
+            except StoreUnavailable:
+                logger.warning(
+                    "tq: store unreachable; message %s returns to its queue when its lease expires",
+                    tag,
+                )
             except BaseException as exc:  # noqa: BLE001 - reported by kombu's caller
                 errors.append((exc, message))
         return errors
@@ -104,7 +108,6 @@ class Channel(virtual.Channel):
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
         self.consumer_id = uuid.uuid4().hex[:16]
-        self._leases: dict[str, Lease] = {}
         self._tags: Iterator[int] = count(1)
         self._expires_seconds: dict[str, float] = {}
         #: Ready messages may remain: fetch again as soon as there is credit.
@@ -152,7 +155,9 @@ class Channel(virtual.Channel):
         )
         self.store.enqueue(queue, new)
 
-    def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
+    def _put_fanout(
+        self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any
+    ) -> None:
         for queue in self._lookup(exchange, routing_key):
             self._put(queue, message)
 
@@ -187,7 +192,13 @@ class Channel(virtual.Channel):
             self.connection.keep_binding(binding, expires)
 
     def _delete(
-        self, queue: str, exchange: str, routing_key: str, pattern: str | None, *args: Any, **kwargs: Any
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        pattern: str | None,
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
         binding = Binding(exchange, routing_key or "", pattern or "", queue)
         self.store.unbind(binding)
@@ -238,7 +249,9 @@ class Channel(virtual.Channel):
         except EnvelopeError as exc:
             logger.error(
                 "tq: message %s in queue %r cannot be read and was set aside as dead: %s",
-                lease.message_id, lease.queue, exc,
+                lease.message_id,
+                lease.queue,
+                exc,
             )
             self.store.bury(lease, DeadReason.UNDECRYPTABLE.value, str(exc))
             return None
@@ -246,8 +259,7 @@ class Channel(virtual.Channel):
         message["properties"]["delivery_tag"] = tag
         message["properties"]["priority"] = delivery.priority
         message["redelivered"] = delivery.delivery_count > 1
-        self._leases[tag] = lease
-        self.connection.lease_keeper.hold(lease)
+        self.connection.hold(tag, lease)
         return message
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
@@ -262,10 +274,9 @@ class Channel(virtual.Channel):
 
     def settle(self, delivery_tag: str, action: str) -> None:
         """Finish a delivery in the store: ack, requeue, reject (dead) or release."""
-        lease = self._leases.pop(delivery_tag, None)
+        lease = self.connection.unhold(delivery_tag)
         if lease is None:
             return
-        self.connection.lease_keeper.drop(lease)
         if action == "ack":
             settled = self.store.ack(lease)
         elif action == "requeue":
@@ -278,12 +289,10 @@ class Channel(virtual.Channel):
             logger.warning(
                 "tq: could not %s message %s in queue %r: its lease had expired and it was "
                 "handed out again (raise lease_seconds if workers stall)",
-                action, lease.message_id, lease.queue,
+                action,
+                lease.message_id,
+                lease.queue,
             )
-
-    def close(self) -> None:
-        super().close()
-        self._leases.clear()
 
 
 class Transport(virtual.Transport):
@@ -309,9 +318,13 @@ class Transport(virtual.Transport):
         self.store = open_store(self.store_url(client), **self._store_options(client, options))
         self.driver_type = self.store.driver_type
         self.implements = self.implements.extend(asynchronous=self.store.driver_type == "redis")
-        self.lease_keeper = LeaseKeeper(self.store, float(options.get("lease_seconds", Channel.lease_seconds)))
+        self.lease_keeper = LeaseKeeper(
+            self.store, float(options.get("lease_seconds", Channel.lease_seconds))
+        )
         self.lease_keeper.periodic.append(self._refresh_bindings)
         self._kept_bindings: dict[Binding, float] = {}
+        #: Leases of the messages this process holds, by kombu delivery tag.
+        self._leases: dict[str, Lease] = {}
         self._event_loop: Any = None
 
     @staticmethod
@@ -353,9 +366,21 @@ class Transport(virtual.Transport):
         self._leave_event_loop()
         self.store.close()
 
+    # -- leases of delivered messages ----------------------------------------
+    def hold(self, delivery_tag: str, lease: Lease) -> None:
+        self._leases[delivery_tag] = lease
+        self.lease_keeper.hold(lease)
+
+    def unhold(self, delivery_tag: str) -> Lease | None:
+        lease = self._leases.pop(delivery_tag, None)
+        if lease is not None:
+            self.lease_keeper.drop(lease)
+        return lease
+
     # -- bindings with an expiry, refreshed while this process lives -------
     def keep_binding(self, binding: Binding, expires_seconds: float) -> None:
         self._kept_bindings[binding] = expires_seconds
+        self.lease_keeper.tighten(expires_seconds / 3)
         self.lease_keeper.start()
 
     def forget_binding(self, binding: Binding) -> None:
@@ -380,7 +405,7 @@ class Transport(virtual.Transport):
             if deadline is not None:
                 left = deadline - monotonic()
                 if left <= 0:
-                    raise socket.timeout()
+                    raise TimeoutError()
                 remaining = min(remaining, left)
             queues = [q for ch in channels if ch.qos.can_consume() for q in ch.consumed_queues()]
             if queues:
@@ -393,7 +418,9 @@ class Transport(virtual.Transport):
 
     def wait_timeout(self, channels: list[Channel]) -> float:
         """How long to block: until the next delayed message or lease is due, at most a second."""
-        longest = min((ch.wait_timeout_seconds for ch in channels), default=Channel.wait_timeout_seconds)
+        longest = min(
+            (ch.wait_timeout_seconds for ch in channels), default=Channel.wait_timeout_seconds
+        )
         dues = [ch.next_due for ch in channels if ch.next_due is not None]
         if dues:
             return max(min(longest, min(dues) - time()), 0.001)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """Where a message is in its life."""
 
     WAITING = "waiting"
@@ -34,7 +34,7 @@ class State(str, enum.Enum):
     DEAD = "dead"
 
 
-class DeadReason(str, enum.Enum):
+class DeadReason(enum.StrEnum):
     """Why a message was set aside as dead (more reasons come with later features)."""
 
     MAX_DELIVERIES = "max_deliveries"

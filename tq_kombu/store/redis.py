@@ -141,8 +141,15 @@ class RedisStore(Store):
         )
         eta_ms = "" if message.eta is None else str(int(message.eta * 1000))
         args = [
-            message.message_id, message.payload, message.priority, eta_ms, target,
-            message.task_name, message.task_id, reason, detail,
+            message.message_id,
+            message.payload,
+            message.priority,
+            eta_ms,
+            target,
+            message.task_name,
+            message.task_id,
+            reason,
+            detail,
         ]
         self._run("enqueue", keys, args)
 
@@ -188,13 +195,20 @@ class RedisStore(Store):
             args: list[Any] = [int(lease_seconds * 1000)]
             for lease in held:
                 args += [lease.message_id, lease.token]
-            lost_ids = {raw.decode() for raw in self._run("renew", self._keys(queue, "inflight", "meta"), args)}
+            lost_ids = {
+                raw.decode()
+                for raw in self._run("renew", self._keys(queue, "inflight", "meta"), args)
+            }
             lost += [lease for lease in held if lease.message_id in lost_ids]
         return lost
 
     def _settle(self, action: str, lease: Lease, reason: str = "", detail: str = "") -> bool:
-        keys = self._keys(lease.queue, "ready", "inflight", "dead", "meta", "bodies", "seq", "marker")
-        return bool(self._run("settle", keys, [action, lease.message_id, lease.token, reason, detail]))
+        keys = self._keys(
+            lease.queue, "ready", "inflight", "dead", "meta", "bodies", "seq", "marker"
+        )
+        return bool(
+            self._run("settle", keys, [action, lease.message_id, lease.token, reason, detail])
+        )
 
     def ack(self, lease: Lease) -> bool:
         return self._settle("ack", lease)
@@ -214,7 +228,7 @@ class RedisStore(Store):
         with _translated(), self.client.pipeline(transaction=False) as pipe:
             for state in State:
                 pipe.zcard(keys[STATE_KEYS[state]])
-            sizes = dict(zip(State, pipe.execute()))
+            sizes = dict(zip(State, pipe.execute(), strict=True))
         return QueueCounts(
             ready=sizes[State.READY],
             delayed=sizes[State.DELAYED],
@@ -229,12 +243,14 @@ class RedisStore(Store):
             for state in State:
                 pipe.zscore(keys[STATE_KEYS[state]], message_id)
             scores = pipe.execute()
-        for state, score in zip(State, scores):
+        for state, score in zip(State, scores, strict=True):
             if score is not None:
                 return state
         return None
 
-    def _describe(self, queue: str, message_id: str, state: State, raw: bytes | None) -> MessageInfo:
+    def _describe(
+        self, queue: str, message_id: str, state: State, raw: bytes | None
+    ) -> MessageInfo:
         meta = json.loads(raw) if raw else {}
         eta = meta.get("e")
         return MessageInfo(
@@ -263,9 +279,12 @@ class RedisStore(Store):
     ) -> list[MessageInfo]:
         keys = self.keys_of(queue)
         with _translated():
-            ids = [raw.decode() for raw in self.client.zrange(keys[STATE_KEYS[state]], offset, offset + limit - 1)]
+            ids = [
+                raw.decode()
+                for raw in self.client.zrange(keys[STATE_KEYS[state]], offset, offset + limit - 1)
+            ]
             metas = self.client.hmget(keys["meta"], ids) if ids else []
-        return [self._describe(queue, mid, state, raw) for mid, raw in zip(ids, metas)]
+        return [self._describe(queue, mid, state, raw) for mid, raw in zip(ids, metas, strict=True)]
 
     def payload(self, queue: str, message_id: str) -> bytes | None:
         with _translated():
@@ -305,7 +324,9 @@ class RedisStore(Store):
     def bind(self, binding: Binding, expires_seconds: float | None = None) -> None:
         expires_at = 0 if expires_seconds is None else time.time() + expires_seconds
         with _translated():
-            self.client.hset(self._bindings_key(binding.exchange), self._binding_field(binding), expires_at)
+            self.client.hset(
+                self._bindings_key(binding.exchange), self._binding_field(binding), expires_at
+            )
 
     def unbind(self, binding: Binding) -> None:
         with _translated():
@@ -358,7 +379,9 @@ class RedisStore(Store):
         pool = self.client.connection_pool
         return pool.connection_class(**pool.connection_kwargs)
 
-    def send_wait(self, connection: redis.connection.Connection, queues: Sequence[str], timeout_seconds: float) -> None:
+    def send_wait(
+        self, connection: redis.connection.Connection, queues: Sequence[str], timeout_seconds: float
+    ) -> None:
         """Send BZPOPMIN on ``connection`` without reading the reply (see :meth:`read_wait`)."""
         with _translated():
             connection.send_command("BZPOPMIN", *self.marker_keys(queues), f"{timeout_seconds:.3f}")
