@@ -121,7 +121,7 @@ class Channel(virtual.Channel):
 
     @cached_property
     def envelope(self) -> Envelope:
-        return Envelope()
+        return Envelope(None)
 
     # -- publish -----------------------------------------------------------
     def prepare_message(
