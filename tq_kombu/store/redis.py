@@ -163,6 +163,7 @@ class RedisStore(Store):
         max_deliveries: int,
         skip_task_names: Collection[str] = (),
     ) -> FetchResult:
+        queues = list(dict.fromkeys(queues))
         keys: list[str] = []
         for queue in queues:
             keys.extend(self.keys_of(queue).values())
@@ -195,11 +196,9 @@ class RedisStore(Store):
             args: list[Any] = [int(lease_seconds * 1000)]
             for lease in held:
                 args += [lease.message_id, lease.token]
-            lost_ids = {
-                raw.decode()
-                for raw in self._run("renew", self._keys(queue, "inflight", "meta"), args)
-            }
-            lost += [lease for lease in held if lease.message_id in lost_ids]
+            keys = self._keys(queue, "inflight", "meta")
+            positions = self._run("renew", keys, args)
+            lost += [held[int(position) - 1] for position in positions]
         return lost
 
     def _settle(self, action: str, lease: Lease, reason: str = "", detail: str = "") -> bool:

@@ -250,9 +250,11 @@ class SQLiteStore(Store):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
-        """Open the store a ``sqlite:///path`` URL names (see :func:`path_from_url`).
+        """Open the store a ``sqlite:///path`` URL names.
 
-        Takes the options listed in :attr:`options`; ignores every other option, since
+        Everything after ``sqlite:///`` is the path: ``sqlite:///queue.db`` is relative
+        to the working directory, ``sqlite:////var/lib/tq/queue.db`` is absolute (see
+        :func:`path_from_url`). Takes the options listed in :attr:`options`; ignores every other option, since
         the transport passes all of its transport options through.
         """
         known = {name: options[name] for name in cls.options if options.get(name) is not None}

@@ -10,12 +10,14 @@
 -- ARGV[1] id, ARGV[2] payload, ARGV[3] priority, ARGV[4] eta in ms or "",
 -- ARGV[5] target: "auto" (ready or delayed by eta), "waiting" or "dead",
 -- ARGV[6] task name, ARGV[7] task id, ARGV[8] dead reason, ARGV[9] dead detail
--- Returns the state the message was stored in.
+-- Returns the state the message was stored in, or "exists" when the queue already
+-- holds a message with that id (the first copy is kept).
 local SEQ_SPAN = 17592186044416 -- 2^44: priority * SEQ_SPAN + seq keeps FIFO within a level
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local id = ARGV[1]
+if redis.call('HEXISTS', KEYS[5], id) == 1 then return 'exists' end
 local meta = {p = tonumber(ARGV[3]), n = 0, t = ARGV[6], i = ARGV[7], c = now}
 if ARGV[4] ~= '' then meta.e = tonumber(ARGV[4]) end
 

@@ -1,7 +1,7 @@
 -- renew.lua: extend the leases of one queue's in-flight messages still held by their callers.
 -- KEYS[1] inflight, KEYS[2] meta
 -- ARGV[1] lease in ms, then pairs: id, lease token
--- Returns the ids whose lease was no longer held (expired and taken back).
+-- Returns the positions (1-based, counting pairs) of the leases no longer held.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local deadline = now + tonumber(ARGV[1])
@@ -12,7 +12,7 @@ for i = 2, #ARGV, 2 do
   if raw and cjson.decode(raw).l == token and redis.call('ZSCORE', KEYS[1], id) then
     redis.call('ZADD', KEYS[1], deadline, id)
   else
-    lost[#lost + 1] = id
+    lost[#lost + 1] = i / 2
   end
 end
 return lost

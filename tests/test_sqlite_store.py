@@ -1,0 +1,215 @@
+"""What only the SQLite store promises: URLs, options, the file it keeps, its errors, forks."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tq_kombu.errors import ConfigurationError, PriorityError, StoreError
+from tq_kombu.store import open_store
+from tq_kombu.store.base import NewMessage, QueueCounts
+from tq_kombu.store.sqlite import SCHEMA_VERSION, SQLiteStore, path_from_url
+
+
+def message(message_id: str, priority: int = 5, payload: bytes = b"body") -> NewMessage:
+    return NewMessage(message_id=message_id, payload=payload, priority=priority)
+
+
+# -- URLs and options ----------------------------------------------------------------
+def test_four_slashes_name_an_absolute_path(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"  # what the conftest fixture builds
+    assert url.startswith("sqlite:////")
+    assert path_from_url(url) == str(tmp_path / "queue.db")
+
+
+def test_three_slashes_name_a_path_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore.from_url("sqlite:///data/queue.db")
+    monkeypatch.chdir("/")  # a later chdir does not move the store
+    store.enqueue("default", message("a"))
+    store.close()
+    assert (tmp_path / "data" / "queue.db").is_file()
+
+
+def test_percent_escapes_in_the_path_are_decoded() -> None:
+    assert path_from_url("sqlite:////srv/my%20queue.db") == "/srv/my queue.db"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "sqlite://host/queue.db",
+        "sqlite:////tmp/queue.db?timeout=5",
+        "redis://localhost/0",
+        "queue.db",
+    ],
+)
+def test_a_url_that_names_no_local_file_is_refused_with_advice(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"sqlite:///"):
+        path_from_url(url)
+
+
+def test_known_options_are_taken_and_unknown_ones_ignored(tmp_path: Path) -> None:
+    store = open_store(
+        f"sqlite:///{tmp_path / 'q.db'}",
+        poll_interval_seconds=0.01,
+        busy_timeout_seconds=2,
+        synchronous="normal",
+        visibility_timeout=3600,  # a transport option meant for someone else
+        lease_seconds=30,
+    )
+    assert isinstance(store, SQLiteStore)
+    assert store.driver_type == "sqlite"
+    assert (store.poll_interval_seconds, store.busy_timeout_seconds, store.synchronous) == (
+        0.01,
+        2.0,
+        "NORMAL",
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"poll_interval_seconds": 0},
+        {"busy_timeout_seconds": -1},
+        {"poll_interval_seconds": "often"},
+        {"synchronous": "sometimes"},
+    ],
+)
+def test_a_bad_option_value_is_refused_with_its_name(
+    tmp_path: Path, options: dict[str, object]
+) -> None:
+    with pytest.raises(ConfigurationError, match=next(iter(options))):
+        SQLiteStore.from_url(f"sqlite:///{tmp_path / 'q.db'}", **options)
+
+
+# -- the database file ---------------------------------------------------------------
+def test_first_use_creates_the_directory_and_a_wal_database_with_its_schema_version(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "deep" / "er" / "queue.db"
+    store = SQLiteStore(path)
+    store.ping()
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"messages", "bindings", "workers"} <= tables
+
+
+def test_a_directory_that_cannot_be_created_gives_a_store_error_saying_so(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where a directory should be")
+    store = SQLiteStore(blocker / "queue.db")
+    with pytest.raises(StoreError, match="cannot create the directory"):
+        store.ping()
+
+
+def test_a_file_that_is_not_a_database_gives_a_store_error_saying_so(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    path.write_bytes(b"this is not a SQLite database, just some text " * 100)
+    with pytest.raises(StoreError, match="not a") as caught:
+        SQLiteStore(path).ping()
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+def test_a_database_from_a_newer_tq_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer tq"):
+        SQLiteStore(path).ping()
+
+
+def test_a_write_lock_held_too_long_gives_a_store_error_with_advice(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    store = SQLiteStore(path, busy_timeout_seconds=0.2)
+    store.ping()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="busy_timeout_seconds"):
+            store.enqueue("default", message("a"))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.enqueue("default", message("a"))  # and it recovers once the lock is gone
+    assert store.counts("default").ready == 1
+
+
+# -- behaviour the contract leaves open ------------------------------------------------
+def test_enqueueing_an_id_the_queue_already_holds_keeps_the_first_copy(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "q.db")
+    store.enqueue("default", message("a", payload=b"first"))
+    store.enqueue("default", message("a", payload=b"second"))
+    assert store.counts("default") == QueueCounts(ready=1)
+    assert store.payload("default", "a") == b"first"
+
+
+def test_an_invalid_priority_is_refused_at_enqueue(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "q.db")
+    with pytest.raises(PriorityError):
+        store.enqueue("default", message("a", priority=300))
+    assert store.counts("default") == QueueCounts()
+
+
+def test_wait_on_an_empty_queue_lasts_its_whole_timeout(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "q.db", poll_interval_seconds=0.02)
+    started = time.monotonic()
+    store.wait(["default"], 0.3)
+    assert 0.29 <= time.monotonic() - started < 1.5
+
+
+# -- threads and processes -------------------------------------------------------------
+def test_each_thread_uses_its_own_connection(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "q.db")
+    seen: list[sqlite3.Connection] = []
+
+    def remember() -> None:
+        seen.append(store._conn())
+
+    threads = [threading.Thread(target=remember) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    remember()
+    assert len({id(conn) for conn in seen}) == 4
+
+
+def _enqueue_in_child(store: SQLiteStore) -> None:
+    store.enqueue("default", message("from-child"))
+    store.close()
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs os.fork")
+def test_a_forked_child_reopens_the_database_and_leaves_the_parents_connection_alone(
+    tmp_path: Path,
+) -> None:
+    # Given a store the parent has already used
+    store = SQLiteStore(tmp_path / "q.db")
+    store.enqueue("default", message("from-parent"))
+    # When a forked child uses the same store object
+    child = multiprocessing.get_context("fork").Process(target=_enqueue_in_child, args=(store,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    # Then both messages are there and the parent's connection still works
+    assert store.counts("default").ready == 2
+    assert os.path.exists(tmp_path / "q.db-wal")
+    store.close()
