@@ -27,7 +27,18 @@ app.conf.update(
         "demo_project.celery.notify": {"queue": "notifications"},
         "demo_project.celery.crunch": {"queue": "heavy"},
     },
-    broker_transport_options={"lease_seconds": float(os.environ.get("TQ_LEASE_SECONDS", "30"))},
+    broker_transport_options={
+        "lease_seconds": float(os.environ.get("TQ_LEASE_SECONDS", "30")),
+        # DEVELOPMENT KEY, published with the demo: never use it for real data.
+        # Generate your own with `celery -A app tq keygen` and keep it secret.
+        **(
+            {}
+            if os.environ.get("TQ_ENCRYPTION_KEYS")
+            else {
+                "encryption_keys": {"demo-dev": "dHEgZGVtbyBkZXZlbG9wbWVudCBrZXk6IHB1YmxpYyE="},
+            }
+        ),
+    },
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
 )

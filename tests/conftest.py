@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -13,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from tq_kombu.store import Store, open_store
+
+# Every process the tests start (workers included) inherits this test-only key ring.
+TEST_KEY_LINE = "test-key:" + base64.b64encode(b"tq test suite key, not a secret!").decode()
+os.environ.setdefault("TQ_ENCRYPTION_KEYS", TEST_KEY_LINE)
 
 REDIS_SERVER = shutil.which("redis-server")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -40,14 +45,25 @@ class RedisServer:
     def start(self) -> None:
         if REDIS_SERVER is None:
             if IN_CI:
-                pytest.fail("redis-server is not installed; CI needs it (apt-get install redis-server)")
+                pytest.fail(
+                    "redis-server is not installed; CI needs it (apt-get install redis-server)"
+                )
             pytest.skip("SKIPPING REDIS TESTS: no redis-server on PATH (install redis-server)")
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.directory), "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

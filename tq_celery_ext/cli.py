@@ -57,3 +57,18 @@ def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
         click.echo(
             f"{name:<24}{c['ready']:>8}{c['delayed']:>9}{c['waiting']:>9}{c['inflight']:>10}{c['dead']:>7}"
         )
+
+
+@tq.command(cls=CeleryCommand)
+@click.argument("key_id", required=False)
+def keygen(key_id: str | None) -> None:
+    """Print a fresh encryption key line for TQ_ENCRYPTION_KEYS."""
+    from tq_kombu.errors import ConfigurationError
+    from tq_kombu.keyring import ENV_VAR, generate_key_line
+
+    try:
+        line = generate_key_line(key_id)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(line)
+    click.echo(f"# export {ENV_VAR}='{line}'  (put a new key first to rotate)", err=True)

@@ -16,10 +16,10 @@ from time import monotonic, time
 from typing import Any
 
 from kombu.transport import virtual
-from kombu.utils.objects import cached_property
 
 from .envelope import Envelope, EnvelopeError
 from .errors import StoreError, StoreUnavailable
+from .keyring import keyring_from_options
 from .lease import LeaseKeeper
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
 from .store import Store, open_store
@@ -119,9 +119,9 @@ class Channel(virtual.Channel):
     def store(self) -> Store:
         return self.connection.store
 
-    @cached_property
+    @property
     def envelope(self) -> Envelope:
-        return Envelope(None)
+        return self.connection.envelope
 
     # -- publish -----------------------------------------------------------
     def prepare_message(
@@ -315,6 +315,11 @@ class Transport(virtual.Transport):
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         options = client.transport_options or {}
+        self.envelope = Envelope(
+            keyring_from_options(options),
+            compress_min_bytes=int(options.get("compress_min_bytes", 1024)),
+            compression=str(options.get("compression", "zlib")),
+        )
         self.store = open_store(self.store_url(client), **self._store_options(client, options))
         self.driver_type = self.store.driver_type
         self.implements = self.implements.extend(asynchronous=self.store.driver_type == "redis")
