@@ -775,7 +775,7 @@ def test_consumer_threads_sharing_one_store_get_every_message_exactly_once(
                     assert store.ack(delivery.lease)
                 if not result.deliveries:
                     return
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=consume, args=(slot,)) for slot in range(4)]
