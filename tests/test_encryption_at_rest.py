@@ -189,3 +189,30 @@ def test_encryption_off_stores_in_clear_when_asked(store_url: str, queue: Queue)
         assert any(form in raw for form in readable_forms(MARKERS[0]))
         assert MARKERS[2].encode() in raw
         assert consume(conn, queue, 1) == [{"args": [MARKERS[0]]}]
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack", "yaml", "pickle"])
+def test_every_kombu_serializer_is_wrapped_whole(
+    store_url: str, queue: Queue, serializer: str
+) -> None:
+    # Given a message serialized by any of Celery's serializers
+    body = {"args": [MARKERS[0], 42], "kwargs": {"when": "2026-11-22", "blob": "x" * 3000}}
+    with connect(store_url, {"k1": K1}, "k1") as conn:
+        publish(conn, queue, body, serializer=serializer)
+        # Then it is unreadable at rest and arrives unchanged
+        for form in readable_forms(MARKERS[0]):
+            assert form not in raw_bytes_at_rest(store_url)
+        received: list[Any] = []
+
+        def on_message(got: Any, message: Any) -> None:
+            received.append((got, message.content_type))
+            message.ack()
+
+        with Consumer(conn.channel(), [queue], callbacks=[on_message], accept=[serializer]):
+            deadline = time.monotonic() + 10
+            while not received and time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=0.5)
+                except TimeoutError:
+                    pass
+    assert received and received[0][0] == body
