@@ -16,7 +16,8 @@ from .errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from .store.redis import RedisStore
-    from .transport import Channel, Transport
+    from .transport import TQChannel as Channel
+    from .transport import Transport
 
 
 class ChannelWaiter:

@@ -98,7 +98,7 @@ class Channel(virtual.Channel):
     supports_fanout = True
     do_restore = True
 
-    from_transport_options = virtual.Channel.from_transport_options + (
+    from_transport_options = virtual.Channel.from_transport_options + (  # type: ignore[assignment]
         "lease_seconds",
         "max_deliveries",
         "fetch_batch_max",
@@ -295,22 +295,25 @@ class Channel(virtual.Channel):
             )
 
 
+TQChannel = Channel  # the name Channel is taken inside Transport by kombu's convention
+
+
 class Transport(virtual.Transport):
     """kombu transport over a tq Store (Redis or SQLite)."""
 
     Channel = Channel
 
     #: No sleep between polls: waits block in the store instead.
-    polling_interval = None
-    default_port = 6379
+    polling_interval = None  # type: ignore[assignment]
+    default_port = 6379  # type: ignore[assignment]
     driver_name = "tq"
 
     implements = virtual.Transport.implements.extend(
         asynchronous=False,
         exchange_type=frozenset(["direct", "topic", "fanout"]),
     )
-    connection_errors = virtual.Transport.connection_errors + (StoreUnavailable,)
-    channel_errors = virtual.Transport.channel_errors + (StoreError,)
+    connection_errors = virtual.Transport.connection_errors + (StoreUnavailable,)  # type: ignore[assignment]
+    channel_errors = virtual.Transport.channel_errors + (StoreError,)  # type: ignore[assignment]
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
@@ -396,7 +399,7 @@ class Transport(virtual.Transport):
             self.store.bind(binding, expires)
 
     # -- consuming without an event loop -----------------------------------
-    def _consuming_channels(self) -> list[Channel]:
+    def _consuming_channels(self) -> list[TQChannel]:
         return [ch for ch in self.channels if ch._active_queues and not ch.closed]
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
@@ -421,7 +424,7 @@ class Transport(virtual.Transport):
 
                 sleep(min(remaining, 0.05))
 
-    def wait_timeout(self, channels: list[Channel]) -> float:
+    def wait_timeout(self, channels: list[TQChannel]) -> float:
         """How long to block: until the next delayed message or lease is due, at most a second."""
         longest = min(
             (ch.wait_timeout_seconds for ch in channels), default=Channel.wait_timeout_seconds
