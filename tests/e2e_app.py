@@ -1,0 +1,67 @@
+"""The Celery app the end-to-end tests run in real worker processes.
+
+Configured from the environment: TQ_BROKER_URL, TQ_LEASE_SECONDS, TQ_JOURNAL (a
+file each task appends a line to), TQ_RESULT_BACKEND (optional).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celery import Celery
+
+import tq_kombu  # noqa: F401
+
+app = Celery("e2e_app")
+app.conf.update(
+    broker_url=os.environ.get("TQ_BROKER_URL", "tq+sqlite:///e2e.sqlite3"),
+    result_backend=os.environ.get("TQ_RESULT_BACKEND") or None,
+    broker_transport_options={"lease_seconds": float(os.environ.get("TQ_LEASE_SECONDS", "30"))},
+    broker_connection_retry_on_startup=True,
+    worker_prefetch_multiplier=1,
+    task_routes={"tests.e2e_app.send_email": {"queue": "emails"}},
+)
+
+
+def record(line: str) -> None:
+    with open(os.environ["TQ_JOURNAL"], "a", encoding="utf-8") as journal:
+        journal.write(f"{line}\n")
+
+
+@app.task
+def note(label: str) -> str:
+    record(label)
+    return label
+
+
+@app.task
+def send_email(to: str) -> None:
+    record(f"email {to}")
+
+
+@app.task(acks_late=True)
+def slow(label: str, seconds: float) -> str:
+    record(f"start {label}")
+    time.sleep(seconds)
+    record(f"done {label}")
+    return label
+
+
+@app.task(bind=True, max_retries=5)
+def flaky(self: object, label: str) -> str:
+    attempt = self.request.retries + 1  # type: ignore[attr-defined]
+    record(f"attempt {label} {attempt}")
+    if attempt < 3:
+        raise self.retry(countdown=1)  # type: ignore[attr-defined]
+    return label
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def total(numbers: list[int]) -> int:
+    return sum(numbers)
