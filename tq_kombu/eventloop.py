@@ -9,6 +9,7 @@ ready messages behind, the channel fetches again on the next loop tick instead.
 
 from __future__ import annotations
 
+import os
 from time import time
 from typing import TYPE_CHECKING, Any
 
@@ -89,20 +90,45 @@ class EventLoopConsumer:
         self.loop = loop
         self.store: RedisStore = transport.store  # type: ignore[assignment]
         self.waiters: dict[Channel, ChannelWaiter] = {}
+        # A pipe we write to so that the loop comes round again at once when a
+        # channel has credit and ready messages are left, or callbacks are pending.
+        self._kick_read, self._kick_write = os.pipe()
+        os.set_blocking(self._kick_read, False)
+        os.set_blocking(self._kick_write, False)
+        self._kicked = False
+        loop.add_reader(self._kick_read, self._on_kick)
 
     def on_tick(self) -> None:
         """Fetch for channels that may have work; block on the markers for the others."""
         now = time()
+        more = False
         for channel in self.transport._consuming_channels():
             if not channel.qos.can_consume():
                 continue
             due = channel.next_due is not None and channel.next_due <= now
             if channel.maybe_more or due:
                 channel.fetch_and_deliver()
-            if not channel.maybe_more and channel.qos.can_consume():
+            if not channel.qos.can_consume():
+                continue
+            if channel.maybe_more:
+                more = True
+            else:
                 waiter = self._waiter(channel)
                 if not waiter.armed:
                     waiter.arm(self.transport.wait_timeout([channel]))
+        # Celery acks through hub.call_soon, which does not interrupt the poll when
+        # called from the loop itself: come round at once so credit returns promptly.
+        if (more or getattr(self.loop, "_ready", None)) and not self._kicked:
+            self._kicked = True
+            os.write(self._kick_write, b"k")
+
+    def _on_kick(self) -> None:
+        try:
+            os.read(self._kick_read, 64)
+        except BlockingIOError:
+            pass
+        self._kicked = False
+        self.on_tick()
 
     def _waiter(self, channel: Channel) -> ChannelWaiter:
         waiter = self.waiters.get(channel)
@@ -127,3 +153,12 @@ class EventLoopConsumer:
     def close(self) -> None:
         for channel in list(self.waiters):
             self.forget(channel)
+        try:
+            self.loop.remove_reader(self._kick_read)
+        except (KeyError, ValueError, OSError):
+            pass
+        for fd in (self._kick_read, self._kick_write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

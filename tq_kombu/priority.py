@@ -40,15 +40,26 @@ def normalize_priority(value: Any) -> int:
     return int(value)
 
 
+def _publishes_to_tq(app: Any) -> bool:
+    conf = app.conf
+    url = conf.broker_write_url or conf.broker_url or ""
+    url = url[0] if isinstance(url, (list, tuple)) and url else url
+    return str(url).startswith("tq") or "tq_kombu" in str(conf.broker_transport or "")
+
+
 def _normal_when_unset(properties: dict[str, Any] | None = None, **_: Any) -> None:
     """Celery leaves ``priority`` out when a task has none, and kombu then sends 0 (the
-    lowest level): give such tasks NORMAL instead, as tq documents."""
-    if properties is not None and properties.get("priority") is None:
+    lowest level): give such tasks NORMAL instead, as tq documents (tq brokers only)."""
+    if properties is None or properties.get("priority") is not None:
+        return
+    from celery import current_app
+
+    if _publishes_to_tq(current_app):
         properties["priority"] = DEFAULT_PRIORITY
 
 
 def connect_celery_default_priority() -> None:
-    """Make tasks published without a priority NORMAL (Celery's before_task_publish)."""
+    """Make tasks published to tq without a priority NORMAL (Celery's before_task_publish)."""
     try:
         from celery.signals import before_task_publish
     except ImportError:  # kombu without Celery: nothing to do

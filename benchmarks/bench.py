@@ -1,0 +1,270 @@
+"""tq against kombu's stock Redis transport, on one private redis-server, in one run.
+
+    python benchmarks/bench.py            # 20,000 messages per figure
+    python benchmarks/bench.py --quick    # 2,000, a smoke run
+
+Figures per transport (stock = ``redis://``, tq = ``tq+redis://`` with encryption on,
+tq-plain = tq with ``encryption="off"``):
+
+- publish: ``apply_async`` calls per second, and the median latency of one call;
+- drain: no-op tasks per second consumed by a real ``celery worker`` (prefork -c 2, and
+  solo) from a backlog, timed from the first message taken until the queue is empty
+  and nothing is left unacknowledged (read from the broker every 5 ms, the same way
+  for every transport).
+
+Each figure is the best of ``--rounds`` runs, transports alternating. Ratios are
+tq/stock for rates and stock/tq for latency, so above 1 always means tq is better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_KEY = "bench:" + base64.b64encode(b"benchmark key, not a secret....!").decode()
+TRANSPORTS = {
+    "stock": ("redis://127.0.0.1:{port}/0", ""),
+    "tq": ("tq+redis://127.0.0.1:{port}/0", ""),
+    "tq-plain": ("tq+redis://127.0.0.1:{port}/0", "encryption=off"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"benchmark: timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="tq-bench-")
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        self.client = redis.Redis(port=self.port)
+        wait_until(self._up, 10, "redis-server")
+
+    def _up(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def environment(name: str, port: int) -> dict[str, str]:
+    url, options = TRANSPORTS[name]
+    return {
+        **os.environ,
+        "BENCH_BROKER_URL": url.format(port=port),
+        "BENCH_OPTIONS": options,
+        "TQ_ENCRYPTION_KEYS": BENCH_KEY,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONWARNINGS": "ignore",
+    }
+
+
+def publish(name: str, port: int, count: int) -> dict[str, float]:
+    """Publish ``count`` tasks from a fresh process; return its rate and p50 latency."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--publisher", str(count)],
+        env=environment(name, port),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run_publisher(count: int) -> None:
+    """In the child: time ``count`` apply_async calls after a warm-up one."""
+    from benchmarks.bench_app import noop
+
+    noop.apply_async()
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(count - 1):
+        t0 = time.perf_counter()
+        noop.apply_async()
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    print(
+        json.dumps({"rate": (count - 1) / elapsed, "p50_ms": statistics.median(latencies) * 1000})
+    )
+
+
+def backlog(name: str, client: redis.Redis) -> int:
+    """Messages ready or unacknowledged in the broker, read the same way for each run."""
+    if name == "stock":
+        return int(client.llen("celery")) + int(client.hlen("unacked"))
+    ready, inflight = "{tq:celery}:ready", "{tq:celery}:inflight"
+    return int(client.zcard(ready)) + int(client.zcard(inflight))
+
+
+def drain(name: str, server: PrivateRedis, count: int, pool: list[str]) -> float:
+    """Tasks per second a worker drains from a backlog of ``count``."""
+    server.client.flushall()
+    publish(name, server.port, count)
+    assert backlog(name, server.client) == count, "the backlog was not fully published"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "benchmarks.bench_app",
+            "worker",
+            *pool,
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ],
+        env=environment(name, server.port),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: backlog(name, server.client) < count, 60, "the worker to start")
+        started = time.perf_counter()
+        wait_until(lambda: backlog(name, server.client) == 0, 600, "the backlog to drain")
+        return count / (time.perf_counter() - started)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import celery
+    import kombu
+
+    redis_version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()[2]
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, redis-server {redis_version}, "
+        f"celery {celery.__version__}, kombu {kombu.__version__}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=20_000, help="messages per figure")
+    parser.add_argument("--quick", action="store_true", help="2,000 messages, one round")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per figure; the best counts")
+    parser.add_argument("--only", choices=["publish", "drain"], help="run one phase only")
+    parser.add_argument("--publisher", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.publisher:
+        return run_publisher(args.publisher)
+    count, rounds = (2_000, 1) if args.quick else (args.n, args.rounds)
+
+    server = PrivateRedis()
+    results: dict[str, dict[str, float]] = {name: {} for name in TRANSPORTS}
+
+    def keep(name: str, figure: str, value: float, better: Any = max) -> None:
+        results[name][figure] = better(results[name].get(figure, value), value)
+
+    try:
+        print(f"machine: {machine()}\nmessages per figure: {count}, best of {rounds}\n", flush=True)
+        for _ in range(rounds):
+            for name in TRANSPORTS:
+                if args.only in (None, "publish"):
+                    server.client.flushall()
+                    figures = publish(name, server.port, count)
+                    keep(name, "publish/s", figures["rate"])
+                    keep(name, "publish p50 ms", figures["p50_ms"], min)
+                if args.only in (None, "drain"):
+                    keep(
+                        name,
+                        "drain/s prefork -c 2",
+                        drain(name, server, count, ["--pool", "prefork", "-c", "2"]),
+                    )
+                    keep(name, "drain/s solo", drain(name, server, count, ["--pool", "solo"]))
+                print(f"  {name}: {results[name]}", flush=True)
+    finally:
+        server.stop()
+    report(results)
+
+
+def report(results: dict[str, dict[str, float]]) -> None:
+    figures = list(results["stock"])
+    print(
+        f"\n{'figure':<24}{'stock':>10}{'tq':>10}{'tq-plain':>10}{'tq/stock':>10}{'tq/plain':>10}"
+    )
+    for figure in figures:
+        stock, tq, plain = (results[name][figure] for name in ("stock", "tq", "tq-plain"))
+        lower_is_better = "ms" in figure
+        vs_stock = stock / tq if lower_is_better else tq / stock
+        vs_plain = plain / tq if lower_is_better else tq / plain
+        print(
+            f"{figure:<24}{stock:>10.1f}{tq:>10.1f}{plain:>10.1f}{vs_stock:>10.2f}{vs_plain:>10.2f}"
+        )
+    print("\nratios above 1 mean tq (encrypted) is better; tq/plain is encryption's cost")
+
+
+if __name__ == "__main__":
+    main()

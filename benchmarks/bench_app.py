@@ -1,0 +1,23 @@
+"""The Celery app the benchmark's workers run: one no-op task, the broker from the environment."""
+
+from __future__ import annotations
+
+import os
+
+import tq_kombu  # noqa: F401  (registers tq+redis://)
+from celery import Celery
+
+app = Celery("bench_app", broker=os.environ["BENCH_BROKER_URL"])
+app.conf.update(
+    broker_transport_options=dict(
+        item.split("=", 1) for item in filter(None, os.environ.get("BENCH_OPTIONS", "").split(";"))
+    ),
+    broker_connection_retry_on_startup=True,
+    task_ignore_result=True,
+    worker_hijack_root_logger=False,
+)
+
+
+@app.task
+def noop() -> None:
+    return None
