@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-import tq_kombu  # noqa: F401  (registers tq+redis://)
 from celery import Celery
+
+import tq_kombu  # noqa: F401  (registers tq+redis://)
 
 app = Celery("bench_app", broker=os.environ["BENCH_BROKER_URL"])
 app.conf.update(
