@@ -65,3 +65,15 @@ def add(x: int, y: int) -> int:
 @app.task
 def total(numbers: list[int]) -> int:
     return sum(numbers)
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True)
+def dies_once(label: str) -> str:
+    """Kills its pool process on the first attempt (as an OOM kill would)."""
+    marker = f"{os.environ['TQ_JOURNAL']}.{label}.died"
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        record(f"dying {label}")
+        os._exit(1)
+    record(f"survived {label}")
+    return label

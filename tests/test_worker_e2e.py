@@ -94,6 +94,34 @@ def test_a_worker_runs_the_most_urgent_task_first(run: Run, pool: str) -> None:
     assert run.journal.lines() == ["URGENT", "HIGH", "NORMAL", "LOW"]
 
 
+def test_the_threads_pool_runs_tasks(run: Run) -> None:
+    tasks = run.app()
+    run.worker("--pool", "threads", "-c", "4", *FAST)
+    for i in range(20):
+        tasks.note.delay(f"t{i}")
+    wait_for(lambda: len(run.journal.lines()) == 20, 20, "twenty tasks")
+    assert sorted(run.journal.lines()) == sorted(f"t{i}" for i in range(20))
+    wait_for(lambda: run.counts() == QueueCounts(), 5, "the store to be empty")
+
+
+def test_reject_on_worker_lost_requeues_the_task(run: Run) -> None:
+    tasks = run.app()
+    run.worker("--pool", "prefork", "-c", "1", *FAST)
+    tasks.dies_once.delay("x")
+    wait_for(lambda: run.journal.count("survived x") == 1, 30, "the requeued task to run")
+    assert run.journal.lines() == ["dying x", "survived x"]
+
+
+def test_a_revoked_delayed_task_never_runs(run: Run) -> None:
+    tasks = run.app()
+    run.worker("--pool", "solo")
+    doomed = tasks.note.apply_async(("doomed",), countdown=2)
+    tasks.app.control.revoke(doomed.id)
+    tasks.note.apply_async(("kept",), countdown=2)
+    wait_for(lambda: run.journal.count("kept") == 1, 20, "the kept task")
+    assert "doomed" not in run.journal.lines()
+
+
 def test_a_countdown_task_waits_in_the_broker_and_runs_when_due(run: Run) -> None:
     tasks = run.app()
     run.worker("--pool", "solo", *FAST)
@@ -204,6 +232,28 @@ def test_chains_and_groups_work_with_a_result_backend(run: Run, redis_server: Re
         assert chord(add(i, 1) for i in range(3))(total).get(timeout=20) == 6
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis", "sqlite"])
+def test_broker_transport_setting_loads_tq_with_a_plain_url(
+    tmp_path: Path, scheme: str, request: pytest.FixtureRequest
+) -> None:
+    # Given no tq+ prefix: broker_transport names the transport, the URL is plain
+    url = request.getfixturevalue(f"{scheme}_url")
+    from celery import Celery
+
+    app = Celery("plain", broker=url)
+    app.conf.broker_transport = "tq_kombu.transport:Transport"
+    with app.connection_for_write() as conn:
+        assert type(conn.transport).__module__ == "tq_kombu.transport"
+        assert conn.transport.driver_type == scheme
+        queue = conn.SimpleQueue("plain")
+        queue.put({"hello": scheme}, priority=7)
+        message = queue.get(timeout=5)
+        assert message.payload == {"hello": scheme}
+        message.ack()
+        queue.close()
+    assert open_store(url).counts("plain") == QueueCounts()
 
 
 @pytest.mark.parametrize("store_url", ["redis"], indirect=True)
