@@ -26,12 +26,14 @@ from tq_kombu.priority import Priority
 from tq_kombu.store import Store
 from tq_kombu.store.base import (
     Binding,
+    DeadLetter,
     DeadReason,
     Delivery,
     FetchResult,
     Lease,
     NewMessage,
     QueueCounts,
+    RetentionPolicy,
     State,
 )
 
@@ -298,7 +300,7 @@ def test_a_stale_lease_can_neither_settle_nor_renew_after_redelivery(store: Stor
     assert store.ack(stale) is False
     assert store.release(stale) is False
     assert store.requeue(stale) is False
-    assert store.bury(stale, DeadReason.FAILED.value) is False
+    assert store.bury(stale, DeadLetter(DeadReason.FAILED)) is False
     info = store.info("default", "a")
     assert info is not None and info.state is State.INFLIGHT and info.delivery_count == 2
     # And the current holder still owns it
@@ -315,7 +317,7 @@ def test_a_lease_the_store_never_issued_changes_nothing(store: Store) -> None:
         assert store.ack(lease) is False
         assert store.release(lease) is False
         assert store.requeue(lease) is False
-        assert store.bury(lease, DeadReason.REJECTED.value) is False
+        assert store.bury(lease, DeadLetter(DeadReason.REJECTED)) is False
     assert store.renew([forged, missing], LONG_LEASE) == [forged, missing]
     assert store.renew([], LONG_LEASE) == []
     assert store.ack(held) is True
@@ -389,7 +391,7 @@ def test_a_buried_message_shows_as_dead_with_its_reason_in_counts_info_and_listi
 ) -> None:
     store.enqueue("default", message("a", Priority.HIGH, task_name="tasks.fragile"))
     lease = only(fetch(store, ["default"])).lease
-    assert store.bury(lease, DeadReason.REJECTED.value, "rejected by the task") is True
+    assert store.bury(lease, DeadLetter(DeadReason.REJECTED, "rejected by the task")) is True
     assert store.counts("default") == QueueCounts(dead=1)
     info = store.info("default", "a")
     assert info is not None
@@ -414,8 +416,7 @@ def test_a_payload_can_be_stored_straight_into_the_dead_set(store: Store) -> Non
     store.bury_payload(
         "default",
         message("broken", task_name="tasks.x"),
-        DeadReason.UNDECRYPTABLE.value,
-        "unknown key id 7",
+        DeadLetter(DeadReason.UNDECRYPTABLE, "unknown key id 7"),
     )
     assert store.counts("default") == QueueCounts(dead=1)
     info = store.info("default", "broken")
@@ -435,7 +436,7 @@ def test_counts_cover_every_state(store: Store) -> None:
     store.enqueue("default", message("ready"))
     store.enqueue("default", message("delayed", eta=time.time() + 3600))
     store.enqueue("default", message("waiting", waiting=True))
-    store.bury_payload("default", message("dead"), DeadReason.FAILED.value)
+    store.bury_payload("default", message("dead"), DeadLetter(DeadReason.FAILED))
     assert ids(fetch(store, ["default"])) == ["in-flight"]
     assert store.counts("default") == QueueCounts(ready=1, delayed=1, inflight=1, dead=1, waiting=1)
     assert store.counts("another") == QueueCounts()
@@ -477,8 +478,8 @@ def test_list_messages_gives_each_state_in_its_own_order(store: Store) -> None:
     store.enqueue("default", message("w-1", waiting=True))
     store.enqueue("default", message("w-2", waiting=True))
     # dead: order of death
-    store.bury_payload("default", message("x-first"), DeadReason.FAILED.value)
-    store.bury_payload("default", message("x-second"), DeadReason.FAILED.value)
+    store.bury_payload("default", message("x-first"), DeadLetter(DeadReason.FAILED))
+    store.bury_payload("default", message("x-second"), DeadLetter(DeadReason.FAILED))
     # in flight: expiry order
     store.enqueue("other", message("f-long", Priority.URGENT))
     store.enqueue("other", message("f-short", Priority.URGENT))
@@ -585,7 +586,7 @@ def test_purge_deletes_only_the_given_state_and_says_how_many(store: Store) -> N
     store.enqueue("default", message("ready-1"))
     store.enqueue("default", message("ready-2"))
     store.enqueue("default", message("delayed", eta=time.time() + 3600))
-    store.bury_payload("default", message("dead"), DeadReason.FAILED.value)
+    store.bury_payload("default", message("dead"), DeadLetter(DeadReason.FAILED))
     store.enqueue("other", message("elsewhere"))
     assert store.purge("default") == 2  # ready is the default
     assert store.counts("default") == QueueCounts(delayed=1, dead=1)
@@ -602,7 +603,7 @@ def test_delete_queue_removes_messages_in_every_state_and_nothing_else(store: St
     store.enqueue("doomed", message("ready"))
     store.enqueue("doomed", message("delayed", eta=time.time() + 3600))
     store.enqueue("doomed", message("waiting", waiting=True))
-    store.bury_payload("doomed", message("dead"), DeadReason.FAILED.value)
+    store.bury_payload("doomed", message("dead"), DeadLetter(DeadReason.FAILED))
     store.enqueue("kept", message("ready"))
     store.delete_queue("doomed")
     assert store.counts("doomed") == QueueCounts()
@@ -857,3 +858,70 @@ def test_consumer_processes_fetching_concurrently_get_every_message_exactly_once
     assert sorted(taken) == sorted(f"m{index}" for index in range(total))
     assert store.counts("jobs") == QueueCounts()
     assert store.counts("chores") == QueueCounts()
+
+
+# -- dead letters: records, replay, retention ------------------------------------------
+
+
+def test_a_buried_message_keeps_its_failure_record_hostname_and_times(store: Store) -> None:
+    store.enqueue("default", message("m"))
+    [delivery] = fetch(store, ["default"]).deliveries
+    dead = DeadLetter(DeadReason.FAILED, "ValueError: boom", failure=b"\x00sealed", hostname="w1")
+    assert store.bury(delivery.lease, dead) is True
+    info = store.info("default", "m")
+    assert info is not None and info.state == State.DEAD
+    assert (info.dead_reason, info.dead_detail, info.hostname) == (
+        "failed",
+        "ValueError: boom",
+        "w1",
+    )
+    assert info.created_at is not None and info.dead_at is not None
+    assert info.created_at <= info.dead_at
+    assert store.dead_failure("default", "m") == b"\x00sealed"
+
+
+def test_replay_returns_a_dead_message_to_ready_with_its_delivery_count_reset(store: Store) -> None:
+    store.enqueue("default", message("m", Priority.HIGH))
+    [delivery] = fetch(store, ["default"]).deliveries
+    store.bury(delivery.lease, DeadLetter(DeadReason.REJECTED))
+    assert store.replay("default", "m") is True
+    assert store.replay("default", "m") is False  # no longer dead
+    assert store.counts("default") == QueueCounts(ready=1)
+    [again] = fetch(store, ["default"]).deliveries
+    assert (again.lease.message_id, again.priority, again.delivery_count) == ("m", Priority.HIGH, 1)
+    assert again.payload == b"payload of m"
+
+
+def test_replay_can_move_a_message_to_another_queue_at_a_new_priority(store: Store) -> None:
+    store.bury_payload("default", message("m", Priority.LOW), DeadLetter(DeadReason.FAILED))
+    assert store.replay("default", "m", to_queue="elsewhere", priority=Priority.URGENT) is True
+    assert store.counts("default") == QueueCounts()
+    [delivery] = fetch(store, ["elsewhere"]).deliveries
+    assert (delivery.lease.message_id, delivery.priority) == ("m", Priority.URGENT)
+
+
+def test_retention_keeps_at_most_the_newest_dead_messages(store: Store) -> None:
+    store.retention = RetentionPolicy(ttl_seconds=3600, max_per_queue=3)
+    for i in range(5):
+        store.bury_payload("default", message(f"d{i}"), DeadLetter(DeadReason.FAILED))
+    dead = [m.message_id for m in store.list_messages("default", State.DEAD)]
+    assert dead == ["d2", "d3", "d4"]
+
+
+def test_retention_drops_dead_messages_older_than_the_ttl(store: Store) -> None:
+    store.bury_payload("default", message("old"), DeadLetter(DeadReason.FAILED))
+    time.sleep(0.3)
+    store.bury_payload("default", message("new"), DeadLetter(DeadReason.FAILED))
+    dropped = store.trim_dead("default", RetentionPolicy(ttl_seconds=0.2, max_per_queue=100))
+    assert dropped == 1
+    assert [m.message_id for m in store.list_messages("default", State.DEAD)] == ["new"]
+
+
+def test_ready_levels_count_ready_messages_per_priority(store: Store) -> None:
+    before = time.time()
+    for i, level in enumerate([Priority.LOW, Priority.HIGH, Priority.HIGH, Priority.URGENT]):
+        store.enqueue("default", message(f"m{i}", level))
+    levels = store.ready_levels("default")
+    assert {p: n for p, (n, _) in levels.items()} == {1: 1, 10: 2, 15: 1}
+    for _, created in levels.values():
+        assert created is not None and before - 1 <= created <= time.time() + 1

@@ -8,6 +8,7 @@ and a plain ``redis://`` or ``sqlite:///`` URL.
 from __future__ import annotations
 
 import logging
+import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,12 +24,28 @@ from .keyring import keyring_from_options
 from .lease import LeaseKeeper
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
 from .store import Store, open_store
-from .store.base import Binding, DeadReason, Delivery, FetchResult, Lease, NewMessage, State
+from .store.base import (
+    Binding,
+    DeadLetter,
+    DeadReason,
+    Delivery,
+    FetchResult,
+    Lease,
+    NewMessage,
+    State,
+)
 
 logger = logging.getLogger(__name__)
+HOSTNAME = socket.gethostname()
 
 #: Transport options the store reads (the others configure the channel).
-STORE_OPTIONS = ("key_prefix", "poll_interval_seconds", "busy_timeout_seconds")
+STORE_OPTIONS = (
+    "key_prefix",
+    "poll_interval_seconds",
+    "busy_timeout_seconds",
+    "dead_letter_ttl_seconds",
+    "dead_letter_max_per_queue",
+)
 
 
 def parse_eta(headers: dict[str, Any]) -> float | None:
@@ -253,7 +270,8 @@ class Channel(virtual.Channel):
                 lease.queue,
                 exc,
             )
-            self.store.bury(lease, DeadReason.UNDECRYPTABLE.value, str(exc))
+            detail = str(exc) if exc.key_id is None else f"key {exc.key_id}: {exc}"
+            self.store.bury(lease, DeadLetter(DeadReason.UNDECRYPTABLE, detail, hostname=HOSTNAME))
             return None
         tag = f"{self.consumer_id}.{next(self._tags)}"
         message["properties"]["delivery_tag"] = tag
@@ -282,7 +300,8 @@ class Channel(virtual.Channel):
         elif action == "requeue":
             settled = self.store.requeue(lease)
         elif action == "reject":
-            settled = self.store.bury(lease, DeadReason.REJECTED.value, "rejected by the consumer")
+            dead = DeadLetter(DeadReason.REJECTED, "rejected by the consumer", hostname=HOSTNAME)
+            settled = self.store.bury(lease, dead)
         else:
             settled = self.store.release(lease)
         if not settled and action != "release":

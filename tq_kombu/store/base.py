@@ -41,7 +41,10 @@ class DeadReason(enum.StrEnum):
     REJECTED = "rejected"
     UNDECRYPTABLE = "undecryptable"
     FAILED = "failed"
+    MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
     EXPIRED = "expired"
+    DEPENDENCY_FAILED = "dependency_failed"
+    MEMORY_LIMIT = "memory_limit"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,30 @@ class MessageInfo:
     eta: float | None = None
     dead_reason: str | None = None
     dead_detail: str | None = None
+    #: When the store first took the message (Unix time).
+    created_at: float | None = None
+    dead_at: float | None = None
+    #: The worker that set the message aside, when known.
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Why a message died, as ``bury`` records it."""
+
+    reason: str
+    detail: str = ""
+    #: Sealed (encrypted) failure record: exception type, message, traceback.
+    failure: bytes = b""
+    hostname: str = ""
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long dead messages are kept: the oldest go first past either limit."""
+
+    ttl_seconds: float = 7 * 24 * 3600
+    max_per_queue: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -137,6 +164,8 @@ class Store(ABC):
 
     #: kombu ``driver_type`` reported by transports on this store.
     driver_type: str = "tq"
+    #: How long dead messages are kept (applied whenever one is set aside).
+    retention: RetentionPolicy = RetentionPolicy()
 
     # -- connection -------------------------------------------------------
     @abstractmethod
@@ -188,12 +217,31 @@ class Store(ABC):
         """Return a message to ready at its priority (the delivery stays counted)."""
 
     @abstractmethod
-    def bury(self, lease: Lease, reason: str, detail: str = "") -> bool:
-        """Set a delivered message aside as dead with ``reason``."""
+    def bury(self, lease: Lease, dead: DeadLetter) -> bool:
+        """Set a delivered message aside as dead; then apply the retention policy."""
 
     @abstractmethod
-    def bury_payload(self, queue: str, message: NewMessage, reason: str, detail: str = "") -> None:
-        """Store a message straight into the dead set (e.g. one that could not be enqueued)."""
+    def bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> None:
+        """Store a message straight as dead (e.g. a task that failed after an early ack)."""
+
+    @abstractmethod
+    def replay(
+        self, queue: str, message_id: str, to_queue: str | None = None, priority: int | None = None
+    ) -> bool:
+        """Atomically move a dead message back to ready (in ``to_queue`` if given, at
+        ``priority`` if given), its delivery count reset; False if it is not dead."""
+
+    @abstractmethod
+    def trim_dead(self, queue: str, policy: RetentionPolicy) -> int:
+        """Drop the queue's dead messages beyond the policy, oldest first; return how many."""
+
+    @abstractmethod
+    def dead_failure(self, queue: str, message_id: str) -> bytes:
+        """The sealed failure record of a dead message (empty if none)."""
+
+    @abstractmethod
+    def ready_levels(self, queue: str) -> dict[int, tuple[int, float | None]]:
+        """Ready messages per priority: ``{priority: (count, created_at of the first)}``."""
 
     # -- inspect and administer -------------------------------------------
     @abstractmethod

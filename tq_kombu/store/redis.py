@@ -6,6 +6,7 @@ scripts touch one cluster slot. Atomic operations are Lua scripts in ``lua/``.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections import defaultdict
@@ -20,17 +21,22 @@ from redis.commands.core import Script
 from ..errors import ConfigurationError, StoreError, StoreUnavailable
 from .base import (
     Binding,
+    DeadLetter,
     Delivery,
     FetchResult,
     Lease,
     MessageInfo,
     NewMessage,
     QueueCounts,
+    RetentionPolicy,
     State,
     Store,
     WorkerBeat,
 )
+from .retention import retention_from_options
 
+#: Ready scores are (255 - priority) * SEQ_SPAN + sequence (see enqueue.lua).
+SEQ_SPAN = 2**44
 # The order of a queue's keys, as the Lua scripts expect them (see fetch.lua).
 QUEUE_KEYS = ("ready", "delayed", "inflight", "dead", "waiting", "meta", "bodies", "seq", "marker")
 STATE_KEYS = {
@@ -73,8 +79,14 @@ class RedisStore(Store):
 
     driver_type = "redis"
 
-    def __init__(self, client: redis.Redis, key_prefix: str = "tq") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        key_prefix: str = "tq",
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         self.client = client
+        self.retention = retention or RetentionPolicy()
         self.key_prefix = key_prefix
         self._scripts: dict[str, Script] = {}
         self._key_cache: dict[str, dict[str, str]] = {}
@@ -91,7 +103,11 @@ class RedisStore(Store):
             client = redis.Redis.from_url(url, health_check_interval=10, **kwargs)
         except ValueError as exc:
             raise ConfigurationError(f"cannot use Redis URL {url!r}: {exc}") from exc
-        return cls(client, key_prefix=str(options.get("key_prefix") or "tq"))
+        return cls(
+            client,
+            key_prefix=str(options.get("key_prefix") or "tq"),
+            retention=retention_from_options(options),
+        )
 
     # -- keys and scripts --------------------------------------------------
     def keys_of(self, queue: str) -> dict[str, str]:
@@ -130,11 +146,12 @@ class RedisStore(Store):
     def enqueue(self, queue: str, message: NewMessage) -> None:
         self._store(queue, message, "waiting" if message.waiting else "auto")
 
-    def bury_payload(self, queue: str, message: NewMessage, reason: str, detail: str = "") -> None:
-        self._store(queue, message, "dead", reason, detail)
+    def bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> None:
+        self._store(queue, message, "dead", dead)
+        self.trim_dead(queue, self.retention)
 
     def _store(
-        self, queue: str, message: NewMessage, target: str, reason: str = "", detail: str = ""
+        self, queue: str, message: NewMessage, target: str, dead: DeadLetter | None = None
     ) -> None:
         keys = self._keys(
             queue, "ready", "delayed", "waiting", "dead", "meta", "bodies", "seq", "marker"
@@ -148,8 +165,7 @@ class RedisStore(Store):
             target,
             message.task_name,
             message.task_id,
-            reason,
-            detail,
+            *_dead_args(dead),
         ]
         self._run("enqueue", keys, args)
 
@@ -170,7 +186,10 @@ class RedisStore(Store):
         args = [max_count, consumer_id, int(lease_seconds * 1000), max_deliveries, *skip_task_names]
         reply = self._run("fetch", keys, args)
         deliveries = []
-        for i in range(2, len(reply), 6):
+        if int(reply[2]):
+            for queue in queues:
+                self.trim_dead(queue, self.retention)
+        for i in range(3, len(reply), 6):
             index, message_id, payload, priority, count, token = reply[i : i + 6]
             lease = Lease(queues[int(index)], message_id.decode(), token.decode())
             deliveries.append(Delivery(lease, payload, int(priority), int(count)))
@@ -201,13 +220,12 @@ class RedisStore(Store):
             lost += [held[int(position) - 1] for position in positions]
         return lost
 
-    def _settle(self, action: str, lease: Lease, reason: str = "", detail: str = "") -> bool:
+    def _settle(self, action: str, lease: Lease, dead: DeadLetter | None = None) -> bool:
         keys = self._keys(
             lease.queue, "ready", "inflight", "dead", "meta", "bodies", "seq", "marker"
         )
-        return bool(
-            self._run("settle", keys, [action, lease.message_id, lease.token, reason, detail])
-        )
+        args = [action, lease.message_id, lease.token, *_dead_args(dead)]
+        return bool(self._run("settle", keys, args))
 
     def ack(self, lease: Lease) -> bool:
         return self._settle("ack", lease)
@@ -218,8 +236,50 @@ class RedisStore(Store):
     def requeue(self, lease: Lease) -> bool:
         return self._settle("requeue", lease)
 
-    def bury(self, lease: Lease, reason: str, detail: str = "") -> bool:
-        return self._settle("bury", lease, reason, detail)
+    def bury(self, lease: Lease, dead: DeadLetter) -> bool:
+        buried = self._settle("bury", lease, dead)
+        if buried:
+            self.trim_dead(lease.queue, self.retention)
+        return buried
+
+    def replay(
+        self, queue: str, message_id: str, to_queue: str | None = None, priority: int | None = None
+    ) -> bool:
+        from ..priority import normalize_priority
+
+        source = self._keys(queue, "dead", "meta", "bodies")
+        target = self._keys(to_queue or queue, "ready", "meta", "bodies", "seq", "marker")
+        new_priority = "" if priority is None else normalize_priority(priority)
+        return bool(self._run("replay", source + target, [message_id, new_priority]))
+
+    def trim_dead(self, queue: str, policy: RetentionPolicy) -> int:
+        cutoff_ms = int((time.time() - policy.ttl_seconds) * 1000)
+        keys = self._keys(queue, "dead", "meta", "bodies")
+        return int(self._run("trim_dead", keys, [cutoff_ms, policy.max_per_queue]))
+
+    def dead_failure(self, queue: str, message_id: str) -> bytes:
+        with _translated():
+            raw = self.client.hget(self.keys_of(queue)["meta"], message_id)
+        sealed = json.loads(raw).get("f") if raw else None
+        return base64.b64decode(sealed) if sealed else b""
+
+    def ready_levels(self, queue: str) -> dict[int, tuple[int, float | None]]:
+        keys = self.keys_of(queue)
+        with _translated():
+            scored = self.client.zrange(keys["ready"], 0, -1, withscores=True)
+        levels: dict[int, list[Any]] = {}
+        for member, score in scored:
+            priority = 255 - int(score) // SEQ_SPAN
+            level = levels.setdefault(priority, [0, member])
+            level[0] += 1
+        firsts = [level[1] for level in levels.values()]
+        with _translated():
+            metas = self.client.hmget(keys["meta"], firsts) if firsts else []
+        result: dict[int, tuple[int, float | None]] = {}
+        for (priority, (count, _)), raw in zip(levels.items(), metas, strict=True):
+            created = json.loads(raw).get("c") if raw else None
+            result[priority] = (count, None if created is None else created / 1000)
+        return result
 
     # -- inspect and administer ---------------------------------------------
     def counts(self, queue: str) -> QueueCounts:
@@ -263,6 +323,9 @@ class RedisStore(Store):
             eta=None if eta is None else eta / 1000,
             dead_reason=meta.get("r"),
             dead_detail=meta.get("x"),
+            created_at=meta["c"] / 1000 if "c" in meta else None,
+            dead_at=meta["d"] / 1000 if "d" in meta else None,
+            hostname=meta.get("h") or None,
         )
 
     def info(self, queue: str, message_id: str) -> MessageInfo | None:
@@ -389,6 +452,13 @@ class RedisStore(Store):
     def read_wait(connection: redis.connection.Connection) -> None:
         with _translated():
             connection.read_response()
+
+
+def _dead_args(dead: DeadLetter | None) -> list[str]:
+    """The reason, detail, sealed failure (base64) and hostname arguments of the scripts."""
+    if dead is None:
+        return ["", "", "", ""]
+    return [dead.reason, dead.detail, base64.b64encode(dead.failure).decode(), dead.hostname]
 
 
 __all__ = ["RedisStore", "QUEUE_KEYS"]

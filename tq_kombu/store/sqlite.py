@@ -31,6 +31,7 @@ from ..errors import ConfigurationError, StoreError
 from ..priority import normalize_priority
 from .base import (
     Binding,
+    DeadLetter,
     DeadReason,
     Delivery,
     FetchResult,
@@ -38,15 +39,17 @@ from .base import (
     MessageInfo,
     NewMessage,
     QueueCounts,
+    RetentionPolicy,
     State,
     Store,
     WorkerBeat,
 )
+from .retention import retention_from_options
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "path_from_url"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     """
@@ -67,6 +70,8 @@ _SCHEMA = (
         dead_detail    TEXT,
         created_at     REAL    NOT NULL,
         dead_at        REAL,
+        hostname       TEXT,
+        failure        BLOB,
         PRIMARY KEY (queue, id)
     )
     """,
@@ -116,8 +121,16 @@ _SCHEMA = (
 )
 
 _INFO_COLUMNS = (
-    "queue, id, state, priority, delivery_count, task_name, task_id, eta, dead_reason, dead_detail"
+    "queue, id, state, priority, delivery_count, task_name, task_id, eta, dead_reason, "
+    "dead_detail, created_at, dead_at, hostname"
 )
+#: Schema upgrades: from each version, the statements that lead to the next one.
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE messages ADD COLUMN hostname TEXT",
+        "ALTER TABLE messages ADD COLUMN failure BLOB",
+    ),
+}
 
 #: ``list_messages`` order per state: hand-out, due, expiry, death, arrival.
 _LIST_ORDER = {
@@ -258,7 +271,9 @@ class SQLiteStore(Store):
         the transport passes all of its transport options through.
         """
         known = {name: options[name] for name in cls.options if options.get(name) is not None}
-        return cls(path_from_url(url), **known)
+        store = cls(path_from_url(url), **known)
+        store.retention = retention_from_options(options)
+        return store
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path}>"
@@ -332,6 +347,11 @@ class SQLiteStore(Store):
                 if version == 0:
                     for statement in _SCHEMA:
                         conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version < SCHEMA_VERSION:
+                    for step in range(version, SCHEMA_VERSION):
+                        for statement in _MIGRATIONS[step]:
+                            conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -581,6 +601,7 @@ class SQLiteStore(Store):
                             message_id,
                         ),
                     )
+                    self._trim_dead(conn, queue, self.retention)
                     continue
                 token = f"{consumer_id}:{count}"
                 conn.execute(
@@ -694,26 +715,37 @@ class SQLiteStore(Store):
             conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
             return True
 
-    def bury(self, lease: Lease, reason: str, detail: str = "") -> bool:
+    def bury(self, lease: Lease, dead: DeadLetter) -> bool:
         """Set the delivered message aside as dead, if the lease is still held."""
         with self._write("bury") as conn:
             cursor = conn.execute(
                 "UPDATE messages SET state = 'dead', dead_reason = ?, dead_detail = ?, "
-                "dead_at = ?, lease_until = NULL, lease_token = NULL "
+                "dead_at = ?, hostname = ?, failure = ?, lease_until = NULL, lease_token = NULL "
                 "WHERE queue = ? AND id = ? AND state = 'inflight' AND lease_token = ?",
-                (str(reason), detail, time.time(), lease.queue, lease.message_id, lease.token),
+                (
+                    str(dead.reason),
+                    dead.detail,
+                    time.time(),
+                    dead.hostname or None,
+                    dead.failure or None,
+                    lease.queue,
+                    lease.message_id,
+                    lease.token,
+                ),
             )
+            if cursor.rowcount:
+                self._trim_dead(conn, lease.queue, self.retention)
             return cursor.rowcount > 0
 
-    def bury_payload(self, queue: str, message: NewMessage, reason: str, detail: str = "") -> None:
+    def bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> None:
         """Store a message straight as dead (replacing any message with its id in ``queue``)."""
         priority = normalize_priority(message.priority)
         now = time.time()
         with self._write("bury_payload") as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO messages (queue, id, state, priority, seq, eta, "
-                "task_name, task_id, payload, created_at, dead_reason, dead_detail, dead_at) "
-                f"VALUES (?, ?, 'dead', ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "task_name, task_id, payload, created_at, dead_reason, dead_detail, dead_at, "
+                f"hostname, failure) VALUES (?, ?, 'dead', ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     queue,
                     message.message_id,
@@ -723,12 +755,68 @@ class SQLiteStore(Store):
                     message.task_id,
                     bytes(message.payload),
                     now,
-                    str(reason),
-                    detail,
+                    str(dead.reason),
+                    dead.detail,
                     now,
+                    dead.hostname or None,
+                    dead.failure or None,
                 ),
             )
             conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+            self._trim_dead(conn, queue, self.retention)
+
+    def replay(
+        self, queue: str, message_id: str, to_queue: str | None = None, priority: int | None = None
+    ) -> bool:
+        """Move a dead message back to ready, delivery count reset, in one transaction."""
+        new_priority = None if priority is None else normalize_priority(priority)
+        with self._write("replay") as conn:
+            seq = self._take_seqs(conn, 1)
+            cursor = conn.execute(
+                "UPDATE OR FAIL messages SET state = 'ready', queue = ?, "
+                "priority = COALESCE(?, priority), seq = ?, delivery_count = 0, "
+                "dead_reason = NULL, dead_detail = NULL, dead_at = NULL, hostname = NULL, "
+                "failure = NULL, lease_until = NULL, lease_token = NULL "
+                "WHERE queue = ? AND id = ? AND state = 'dead'",
+                (to_queue or queue, new_priority, seq, queue, message_id),
+            )
+            return cursor.rowcount > 0
+
+    def trim_dead(self, queue: str, policy: RetentionPolicy) -> int:
+        with self._write("trim_dead") as conn:
+            return self._trim_dead(conn, queue, policy)
+
+    @staticmethod
+    def _trim_dead(conn: sqlite3.Connection, queue: str, policy: RetentionPolicy) -> int:
+        """Drop dead messages past the policy's age, then the oldest beyond its count."""
+        aged = conn.execute(
+            "DELETE FROM messages WHERE queue = ? AND state = 'dead' AND dead_at < ?",
+            (queue, time.time() - policy.ttl_seconds),
+        ).rowcount
+        excess = conn.execute(
+            "DELETE FROM messages WHERE queue = ? AND state = 'dead' AND id IN ("
+            "SELECT id FROM messages WHERE queue = ? AND state = 'dead' "
+            "ORDER BY dead_at DESC, seq DESC LIMIT -1 OFFSET ?)",
+            (queue, queue, policy.max_per_queue),
+        ).rowcount
+        return int(aged) + int(excess)
+
+    def dead_failure(self, queue: str, message_id: str) -> bytes:
+        with self._read("dead_failure") as conn:
+            row = conn.execute(
+                "SELECT failure FROM messages WHERE queue = ? AND id = ? AND state = 'dead'",
+                (queue, message_id),
+            ).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else b""
+
+    def ready_levels(self, queue: str) -> dict[int, tuple[int, float | None]]:
+        with self._read("ready_levels") as conn:
+            rows = conn.execute(
+                "SELECT priority, COUNT(*), MIN(created_at) FROM messages "
+                "WHERE queue = ? AND state = 'ready' GROUP BY priority",
+                (queue,),
+            ).fetchall()
+        return {int(p): (int(n), None if c is None else float(c)) for p, n, c in rows}
 
     # -- inspect and administer -------------------------------------------
     def counts(self, queue: str) -> QueueCounts:
@@ -901,7 +989,8 @@ def _state(value: State | str) -> State:
 
 
 def _message_info(row: Sequence[Any]) -> MessageInfo:
-    queue, message_id, state, priority, count, task_name, task_id, eta, reason, detail = row
+    queue, message_id, state, priority, count, task_name, task_id, eta, reason, detail = row[:10]
+    created_at, dead_at, hostname = row[10:]
     return MessageInfo(
         queue=str(queue),
         message_id=str(message_id),
@@ -913,4 +1002,7 @@ def _message_info(row: Sequence[Any]) -> MessageInfo:
         eta=None if eta is None else float(eta),
         dead_reason=None if reason is None else str(reason),
         dead_detail=None if detail is None else str(detail),
+        created_at=None if created_at is None else float(created_at),
+        dead_at=None if dead_at is None else float(dead_at),
+        hostname=hostname or None,
     )

@@ -9,7 +9,8 @@
 -- KEYS[8] marker   (zset woken consumers block on)
 -- ARGV[1] id, ARGV[2] payload, ARGV[3] priority, ARGV[4] eta in ms or "",
 -- ARGV[5] target: "auto" (ready or delayed by eta), "waiting" or "dead",
--- ARGV[6] task name, ARGV[7] task id, ARGV[8] dead reason, ARGV[9] dead detail
+-- ARGV[6] task name, ARGV[7] task id, ARGV[8] dead reason, ARGV[9] dead detail,
+-- ARGV[10] sealed failure record (base64), ARGV[11] worker hostname
 -- Returns the state the message was stored in, or "exists" when the queue already
 -- holds a message with that id (the first copy is kept).
 local SEQ_SPAN = 17592186044416 -- 2^44: priority * SEQ_SPAN + seq keeps FIFO within a level
@@ -28,6 +29,8 @@ if ARGV[5] == 'waiting' then
 elseif ARGV[5] == 'dead' then
   meta.r = ARGV[8]
   meta.x = ARGV[9]
+  meta.f = ARGV[10]
+  meta.h = ARGV[11]
   meta.d = now
   redis.call('ZADD', KEYS[4], now, id)
   state = 'dead'

@@ -4,7 +4,7 @@
 --       seq, marker (see enqueue.lua for what each holds; inflight: id -> lease deadline, ms)
 -- ARGV[1] max count, ARGV[2] consumer id, ARGV[3] lease in ms, ARGV[4] max deliveries,
 -- ARGV[5...] task names to skip (left ready)
--- Returns {more_ready 0|1, next_due_ms or -1, then per delivery:
+-- Returns {more_ready 0|1, next_due_ms or -1, how many were set aside as dead, then per delivery:
 --          queue index (0-based), id, payload, priority, delivery count, lease token}
 local K = 9
 local SEQ_SPAN = 17592186044416
@@ -79,7 +79,7 @@ local candidates = {}
 for q = 1, nqueues do candidates[q] = candidate(q) end
 
 -- 3. lease the best candidates, one at a time, strictly by score across queues
-local out = {0, -1}
+local out = {0, -1, 0}
 local delivered = 0
 while delivered < max_count do
   local best = nil
@@ -98,6 +98,7 @@ while delivered < max_count do
       meta.x = 'handed out ' .. (meta.n - 1) .. ' times without being acknowledged'
       meta.d = now
       redis.call('ZADD', key(best, DEAD), now, id)
+      out[3] = out[3] + 1
     else
       meta.l = consumer .. ':' .. meta.n
       redis.call('ZADD', key(best, INFLIGHT), now + lease_ms, id)

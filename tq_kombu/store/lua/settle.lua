@@ -4,7 +4,8 @@
 -- KEYS[6] seq, KEYS[7] marker
 -- ARGV[1] action: "ack" (delete), "release" (ready, delivery not counted),
 --         "requeue" (ready, delivery counted) or "bury" (dead)
--- ARGV[2] id, ARGV[3] lease token, ARGV[4] dead reason, ARGV[5] dead detail
+-- ARGV[2] id, ARGV[3] lease token, ARGV[4] dead reason, ARGV[5] dead detail,
+-- ARGV[6] sealed failure record (base64, may be empty), ARGV[7] worker hostname
 -- Returns 1 when settled, 0 when the lease was no longer held.
 local SEQ_SPAN = 17592186044416
 local action, id, token = ARGV[1], ARGV[2], ARGV[3]
@@ -26,6 +27,8 @@ if action == 'bury' then
   local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
   meta.r = ARGV[4]
   meta.x = ARGV[5]
+  meta.f = ARGV[6]
+  meta.h = ARGV[7]
   meta.d = now
   redis.call('ZADD', KEYS[3], now, id)
 else
