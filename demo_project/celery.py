@@ -12,6 +12,7 @@ import time
 from celery import Celery
 from kombu import Queue
 
+import tq_celery_ext
 import tq_kombu  # noqa: F401  (registers the tq+ broker URL scheme)
 
 app = Celery("demo_project")
@@ -42,6 +43,8 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
 )
+
+tq_celery_ext.install(app)  # failed tasks are kept as dead letters
 
 #: Where tasks append a line when they run (the demo and the tests read it).
 JOURNAL = os.environ.get("TQ_DEMO_JOURNAL", "demo-journal.txt")
@@ -74,3 +77,9 @@ def crunch(label: str, seconds: float = 0.0) -> str:
 @app.task
 def noop() -> None:
     return None
+
+
+@app.task
+def fail(label: str) -> None:
+    record(f"fail {label}")
+    raise ValueError(f"cannot process {label}")

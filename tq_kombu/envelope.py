@@ -26,6 +26,8 @@ from .keyring import KeyRing
 PLAIN = 1
 ENCRYPTED = 2
 NONCE_BYTES = 12
+#: Appended to the message id in the associated data of records kept beside a message.
+RECORD_SUFFIX = "#record"
 
 COMPRESSION_CODES = {"none": 0, "zlib": 1, "zstd": 2}
 
@@ -104,7 +106,19 @@ class Envelope:
         return cipher
 
     def seal(self, message_id: str, message: dict[str, Any]) -> bytes:
-        data = dumps(message).encode()
+        return self._seal(message_id, dumps(message).encode())
+
+    def seal_record(self, message_id: str, record: dict[str, Any]) -> bytes:
+        """Seal a record kept beside a message (e.g. a failure), bound to that message."""
+        return self._seal(message_id + RECORD_SUFFIX, dumps(record).encode())
+
+    def open_record(self, message_id: str, sealed: bytes) -> dict[str, Any]:
+        record = _json(self._open(message_id + RECORD_SUFFIX, sealed))
+        if not isinstance(record, dict):
+            raise EnvelopeError("sealed record is not a mapping")
+        return record
+
+    def _seal(self, message_id: str, data: bytes) -> bytes:
         code = 0
         if len(data) >= self.compress_min_bytes:
             packed = self.compressor.compress(data)
@@ -121,6 +135,12 @@ class Envelope:
 
     def open(self, message_id: str, payload: bytes) -> dict[str, Any]:
         """The message sealed in ``payload``; :class:`EnvelopeError` if it cannot be read."""
+        message = _json(self._open(message_id, payload))
+        if not isinstance(message, dict) or "properties" not in message:
+            raise EnvelopeError("payload is not a kombu message")
+        return message
+
+    def _open(self, message_id: str, payload: bytes) -> bytes:
         if len(payload) < 3:
             raise EnvelopeError(f"payload of {len(payload)} bytes is too short to be a message")
         version, code, kid_len = payload[0], payload[1], payload[2]
@@ -131,12 +151,9 @@ class Envelope:
         else:
             raise EnvelopeError(f"unknown envelope version {version}")
         try:
-            message = loads(decompress(code, data))
-        except (ValueError, zlib.error) as exc:
-            raise EnvelopeError(f"payload is not a valid message: {exc}") from exc
-        if not isinstance(message, dict) or "properties" not in message:
-            raise EnvelopeError("payload is not a kombu message")
-        return message
+            return decompress(code, data)
+        except zlib.error as exc:
+            raise EnvelopeError(f"payload does not decompress: {exc}") from exc
 
     def _decrypt(self, message_id: str, payload: bytes, code: int, kid_len: int) -> bytes:
         header_end = 3 + kid_len
@@ -161,3 +178,10 @@ class Envelope:
                 "(tampered, truncated, or stored under another message id)",
                 key_id,
             ) from exc
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return loads(data)
+    except ValueError as exc:
+        raise EnvelopeError(f"payload is not a valid message: {exc}") from exc
