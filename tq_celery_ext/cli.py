@@ -18,7 +18,7 @@ import click
 from celery.bin.base import CeleryCommand, handle_preload_options
 
 from tq_kombu.admin import Admin, UnknownQueue
-from tq_kombu.errors import ConfigurationError, MessageNotFound, TQError
+from tq_kombu.errors import ConfigurationError, MessageNotFound, PriorityError, TQError
 from tq_kombu.store.base import MessageInfo
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -36,7 +36,7 @@ def admin_for(ctx: click.Context) -> Iterator[Admin]:
         yield admin
     except MessageNotFound as exc:
         fail(str(exc), 1)
-    except (UnknownQueue, ConfigurationError) as exc:
+    except (UnknownQueue, ConfigurationError, PriorityError) as exc:
         fail(str(exc), 2)
     except TQError as exc:
         fail(str(exc), 1)
