@@ -83,3 +83,9 @@ def noop() -> None:
 def fail(label: str) -> None:
     record(f"fail {label}")
     raise ValueError(f"cannot process {label}")
+
+
+@app.task(acks_late=True)
+def fail_late(label: str) -> None:
+    record(f"fail_late {label}")
+    raise ValueError(f"cannot process {label} (late ack)")

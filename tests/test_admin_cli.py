@@ -166,10 +166,13 @@ def test_bad_input_is_one_line_and_an_exit_code_and_changes_nothing(demo: Demo) 
     assert demo.admin.store.counts("heavy").ready == 1
 
 
-def test_a_failed_task_lands_in_the_dead_letters_with_its_traceback_and_replays(demo: Demo) -> None:
-    # Given a worker and a task that raises
+@pytest.mark.parametrize("task", ["fail", "fail_late"])
+def test_a_failed_task_lands_in_the_dead_letters_with_its_traceback_and_replays(
+    demo: Demo, task: str
+) -> None:
+    # Given a worker and a task that raises (acked early, or late)
     demo.worker("--pool", "prefork", "-c", "1")
-    failed = demo.tasks.fail.delay("order-7")
+    failed = getattr(demo.tasks, task).delay("order-7")
     wait_for(lambda: demo.admin.dead_letters("default"), 20, "the dead letter")
     # Then the dead-letter store shows why, with the traceback decrypted
     [row] = demo.tq_json("dlq", "ls")  # type: ignore[misc]
@@ -183,7 +186,7 @@ def test_a_failed_task_lands_in_the_dead_letters_with_its_traceback_and_replays(
         "replayed": 1,
         "seconds": pytest.approx(0, abs=60),
     }
-    wait_for(lambda: demo.journal.count("fail order-7") == 2, 20, "the replayed run")
+    wait_for(lambda: demo.journal.count(f"{task} order-7") == 2, 20, "the replayed run")
     wait_for(lambda: len(demo.admin.dead_letters("default")) == 1, 10, "the second dead letter")
     done = demo.tq("dlq", "purge", "default", "-f")
     assert done.returncode == 0 and "purged 1" in done.stdout
