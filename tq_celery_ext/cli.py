@@ -302,7 +302,7 @@ def dlq_retry(
         fail("give message ids or --all (with optional --reason/--task/-Q filters), not both", 2)
     started = time.monotonic()
     with admin_for(ctx) as admin:
-        scope = list(queues) or [None]
+        scope: list[str | None] = [*queues] or [None]
         replayed = sum(
             admin.retry_dead(q, list(message_ids) or None, reason, task_name, to_queue, priority)
             for q in scope

@@ -85,7 +85,8 @@ class RedisStore(Store):
         key_prefix: str = "tq",
         retention: RetentionPolicy | None = None,
     ) -> None:
-        self.client = client
+        #: redis-py types replies as bytes | str; with decode_responses off they are bytes.
+        self.client: Any = client
         self.retention = retention or RetentionPolicy()
         self.key_prefix = key_prefix
         self._scripts: dict[str, Script] = {}
