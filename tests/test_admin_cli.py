@@ -252,3 +252,13 @@ def test_retention_settings_bound_the_dead_letters_by_count_and_age(store_url: s
     assert [m.message_id for m in aged.dead_letters("q")] == ["fresh"]
     with pytest.raises(Exception, match="dead_letter_ttl_seconds"):
         Admin(f"tq+{store_url}", ["q"], dead_letter_ttl_seconds=-1)
+
+
+def test_keygen_prints_a_key_line_the_key_ring_accepts(demo: Demo) -> None:
+    from tq_kombu.keyring import parse_env
+
+    done = demo.tq("keygen", "k-new")
+    assert done.returncode == 0, done.stderr
+    keys, active = parse_env(done.stdout.strip())
+    assert active == "k-new" and len(keys["k-new"]) == 32
+    assert demo.tq("keygen", "bad id").returncode == 2

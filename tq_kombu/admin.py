@@ -74,7 +74,10 @@ class Admin:
         conf = app.conf
         url = conf.broker_url or ""
         url = url[0] if isinstance(url, (list, tuple)) else url
-        if not str(url).startswith(("tq+", "redis", "sqlite")):
+        plain = str(url).startswith(("redis", "sqlite")) and "tq_kombu" in str(
+            conf.broker_transport or ""
+        )
+        if not (str(url).startswith("tq+") or plain):
             raise ConfigurationError(
                 f"the broker {url!r} is not a tq broker: set broker_url to "
                 "'tq+redis://...' or 'tq+sqlite:///...'"
