@@ -925,3 +925,15 @@ def test_ready_levels_count_ready_messages_per_priority(store: Store) -> None:
     assert {p: n for p, (n, _) in levels.items()} == {1: 1, 10: 2, 15: 1}
     for _, created in levels.values():
         assert created is not None and before - 1 <= created <= time.time() + 1
+
+
+def test_ready_levels_report_the_oldest_arrival_even_when_it_was_requeued(store: Store) -> None:
+    store.enqueue("default", message("first"))
+    time.sleep(0.05)
+    store.enqueue("default", message("second"))
+    [delivery] = fetch(store, ["default"]).deliveries
+    assert store.requeue(delivery.lease)  # "first" now waits behind "second"
+    first = store.info("default", "first")
+    assert first is not None and first.created_at is not None
+    [(count, oldest)] = store.ready_levels("default").values()
+    assert count == 2 and oldest == pytest.approx(first.created_at, abs=0.002)

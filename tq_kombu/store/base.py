@@ -241,7 +241,7 @@ class Store(ABC):
 
     @abstractmethod
     def ready_levels(self, queue: str) -> dict[int, tuple[int, float | None]]:
-        """Ready messages per priority: ``{priority: (count, created_at of the first)}``."""
+        """Ready messages per priority: ``{priority: (count, created_at of the oldest)}``."""
 
     # -- inspect and administer -------------------------------------------
     @abstractmethod

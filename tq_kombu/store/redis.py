@@ -265,22 +265,24 @@ class RedisStore(Store):
         return base64.b64decode(sealed) if sealed else b""
 
     def ready_levels(self, queue: str) -> dict[int, tuple[int, float | None]]:
+        """Counts from the ready scores; arrival times from every ready message's
+        metadata, read in pages (an administrative call, not a hot path)."""
         keys = self.keys_of(queue)
         with _translated():
             scored = self.client.zrange(keys["ready"], 0, -1, withscores=True)
-        levels: dict[int, list[Any]] = {}
-        for member, score in scored:
-            priority = 255 - int(score) // SEQ_SPAN
-            level = levels.setdefault(priority, [0, member])
-            level[0] += 1
-        firsts = [level[1] for level in levels.values()]
-        with _translated():
-            metas = self.client.hmget(keys["meta"], firsts) if firsts else []
-        result: dict[int, tuple[int, float | None]] = {}
-        for (priority, (count, _)), raw in zip(levels.items(), metas, strict=True):
-            created = json.loads(raw).get("c") if raw else None
-            result[priority] = (count, None if created is None else created / 1000)
-        return result
+        counts: dict[int, int] = {}
+        oldest: dict[int, float] = {}
+        for start in range(0, len(scored), 1000):
+            page = scored[start : start + 1000]
+            with _translated():
+                metas = self.client.hmget(keys["meta"], [member for member, _ in page])
+            for (_, score), raw in zip(page, metas, strict=True):
+                priority = 255 - int(score) // SEQ_SPAN
+                counts[priority] = counts.get(priority, 0) + 1
+                created = json.loads(raw).get("c") if raw else None
+                if created is not None:
+                    oldest[priority] = min(oldest.get(priority, created), created)
+        return {p: (n, oldest[p] / 1000 if p in oldest else None) for p, n in counts.items()}
 
     # -- inspect and administer ---------------------------------------------
     def counts(self, queue: str) -> QueueCounts:
