@@ -80,6 +80,8 @@ class Delivery:
     priority: int
     #: How many times this message has been handed out, this time included.
     delivery_count: int
+    #: When the store first took the message (Unix time), if the store says.
+    created_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,17 +122,25 @@ class MessageInfo:
     dead_at: float | None = None
     #: The worker that set the message aside, when known.
     hostname: str | None = None
+    #: Dead messages of failed tasks: how many times the task ran (Celery retries + 1).
+    attempts: int | None = None
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """Why a message died, as ``bury`` records it."""
+    """Why a message died, as ``bury`` and ``bury_payload`` record it."""
 
     reason: str
     detail: str = ""
     #: Sealed (encrypted) failure record: exception type, message, traceback.
     failure: bytes = b""
     hostname: str = ""
+    #: How many times the task ran (Celery retries + 1), when a task failed.
+    attempts: int | None = None
+    #: For ``bury_payload`` of a message the store no longer holds (acknowledged
+    #: already): its delivery count and when the store first took it (Unix time).
+    delivery_count: int | None = None
+    first_seen: float | None = None
 
 
 @dataclass(frozen=True)
@@ -221,15 +231,28 @@ class Store(ABC):
         """Set a delivered message aside as dead; then apply the retention policy."""
 
     @abstractmethod
-    def bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> None:
-        """Store a message straight as dead (e.g. a task that failed after an early ack)."""
+    def bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> State | None:
+        """Set the message ``message.message_id`` of ``queue`` aside as dead, whatever
+        state it is in, without a lease (e.g. a task that failed in a pool process):
+
+        - held ready, delayed, waiting or in flight: it moves to dead in place, keeping
+          its stored payload, first-seen time and delivery count (``message`` is not
+          used); a lease on it is no longer held, so a later ack or reject does nothing;
+        - already dead: nothing changes;
+        - not held (acknowledged already): ``message`` is stored as dead, with
+          ``dead.delivery_count`` and ``dead.first_seen`` when given.
+
+        Then applies the retention policy, in the same atomic step. Returns the state
+        the message was in before, or None when it was not held."""
 
     @abstractmethod
     def replay(
         self, queue: str, message_id: str, to_queue: str | None = None, priority: int | None = None
     ) -> bool:
         """Atomically move a dead message back to ready (in ``to_queue`` if given, at
-        ``priority`` if given), its delivery count reset; False if it is not dead."""
+        ``priority`` if given), its delivery count reset and its dead-letter record
+        dropped; False (and nothing changes) if it is not dead or ``to_queue`` already
+        holds a message with its id."""
 
     @abstractmethod
     def trim_dead(self, queue: str, policy: RetentionPolicy) -> int:
@@ -244,6 +267,10 @@ class Store(ABC):
         """Ready messages per priority: ``{priority: (count, created_at of the oldest)}``."""
 
     # -- inspect and administer -------------------------------------------
+    @abstractmethod
+    def queues(self) -> list[str]:
+        """Names of the queues holding at least one message (in any state), sorted."""
+
     @abstractmethod
     def counts(self, queue: str) -> QueueCounts:
         """Count the queue's messages in each state."""

@@ -145,30 +145,40 @@ class RedisStore(Store):
 
     # -- publish -----------------------------------------------------------
     def enqueue(self, queue: str, message: NewMessage) -> None:
-        self._store(queue, message, "waiting" if message.waiting else "auto")
-
-    def bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> None:
-        self._store(queue, message, "dead", dead)
-        self.trim_dead(queue, self.retention)
-
-    def _store(
-        self, queue: str, message: NewMessage, target: str, dead: DeadLetter | None = None
-    ) -> None:
-        keys = self._keys(
-            queue, "ready", "delayed", "waiting", "dead", "meta", "bodies", "seq", "marker"
-        )
-        eta_ms = "" if message.eta is None else str(int(message.eta * 1000))
+        keys = self._keys(queue, "ready", "delayed", "waiting", "meta", "bodies", "seq", "marker")
         args = [
             message.message_id,
             message.payload,
             message.priority,
-            eta_ms,
-            target,
+            _ms_or_empty(message.eta),
+            "waiting" if message.waiting else "auto",
+            message.task_name,
+            message.task_id,
+        ]
+        self._run("enqueue", keys, args)
+
+    def bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> State | None:
+        from ..priority import normalize_priority
+
+        keys = self._keys(
+            queue, "ready", "delayed", "waiting", "inflight", "dead", "meta", "bodies"
+        )
+        policy = self.retention
+        args = [
+            message.message_id,
+            message.payload,
+            normalize_priority(message.priority),
+            _ms_or_empty(message.eta),
             message.task_name,
             message.task_id,
             *_dead_args(dead),
+            "" if dead.delivery_count is None else int(dead.delivery_count),
+            _ms_or_empty(dead.first_seen),
+            int((time.time() - policy.ttl_seconds) * 1000),
+            policy.max_per_queue,
         ]
-        self._run("enqueue", keys, args)
+        before = self._run("bury_message", keys, args).decode()
+        return None if before == "stored" else State(before)
 
     # -- consume -----------------------------------------------------------
     def fetch(
@@ -190,10 +200,11 @@ class RedisStore(Store):
         if int(reply[2]):
             for queue in queues:
                 self.trim_dead(queue, self.retention)
-        for i in range(3, len(reply), 6):
-            index, message_id, payload, priority, count, token = reply[i : i + 6]
+        for i in range(3, len(reply), 7):
+            index, message_id, payload, priority, count, token, created_ms = reply[i : i + 7]
             lease = Lease(queues[int(index)], message_id.decode(), token.decode())
-            deliveries.append(Delivery(lease, payload, int(priority), int(count)))
+            created = int(created_ms) / 1000 if int(created_ms) else None
+            deliveries.append(Delivery(lease, payload, int(priority), int(count), created))
         next_due = None if int(reply[1]) < 0 else int(reply[1]) / 1000
         return FetchResult(deliveries, bool(reply[0]), next_due)
 
@@ -285,6 +296,20 @@ class RedisStore(Store):
         return {p: (n, oldest[p] / 1000 if p in oldest else None) for p, n in counts.items()}
 
     # -- inspect and administer ---------------------------------------------
+    def queues(self) -> list[str]:
+        """Queues with a metadata hash (Redis deletes a hash with its last field), found
+        with SCAN: an administrative call, not a hot path."""
+        head = "{" + f"{self.key_prefix}:"
+        tail = "}:meta"
+        pattern = _glob_escape(head) + "*" + _glob_escape(tail)
+        found = set()
+        with _translated():
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                if name.startswith(head) and name.endswith(tail):
+                    found.add(name[len(head) : -len(tail)])
+        return sorted(found)
+
     def counts(self, queue: str) -> QueueCounts:
         keys = self.keys_of(queue)
         with _translated(), self.client.pipeline(transaction=False) as pipe:
@@ -329,6 +354,7 @@ class RedisStore(Store):
             created_at=meta["c"] / 1000 if "c" in meta else None,
             dead_at=meta["d"] / 1000 if "d" in meta else None,
             hostname=meta.get("h") or None,
+            attempts=None if meta.get("a") is None else int(meta["a"]),
         )
 
     def info(self, queue: str, message_id: str) -> MessageInfo | None:
@@ -458,10 +484,27 @@ class RedisStore(Store):
 
 
 def _dead_args(dead: DeadLetter | None) -> list[str]:
-    """The reason, detail, sealed failure (base64) and hostname arguments of the scripts."""
+    """The reason, detail, sealed failure (base64), hostname and attempts arguments of the
+    scripts (see settle.lua and bury_message.lua)."""
     if dead is None:
-        return ["", "", "", ""]
-    return [dead.reason, dead.detail, base64.b64encode(dead.failure).decode(), dead.hostname]
+        return ["", "", "", "", ""]
+    return [
+        str(dead.reason),
+        dead.detail,
+        base64.b64encode(dead.failure).decode(),
+        dead.hostname,
+        "" if dead.attempts is None else str(int(dead.attempts)),
+    ]
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _ms_or_empty(timestamp: float | None) -> str:
+    """A Unix time in whole milliseconds for the scripts, or "" for none."""
+    return "" if timestamp is None else str(int(timestamp * 1000))
 
 
 __all__ = ["RedisStore", "QUEUE_KEYS"]

@@ -49,7 +49,7 @@ from .retention import retention_from_options
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "path_from_url"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """
@@ -72,6 +72,7 @@ _SCHEMA = (
         dead_at        REAL,
         hostname       TEXT,
         failure        BLOB,
+        attempts       INTEGER,
         PRIMARY KEY (queue, id)
     )
     """,
@@ -122,7 +123,7 @@ _SCHEMA = (
 
 _INFO_COLUMNS = (
     "queue, id, state, priority, delivery_count, task_name, task_id, eta, dead_reason, "
-    "dead_detail, created_at, dead_at, hostname"
+    "dead_detail, created_at, dead_at, hostname, attempts"
 )
 #: Schema upgrades: from each version, the statements that lead to the next one.
 _MIGRATIONS = {
@@ -130,6 +131,7 @@ _MIGRATIONS = {
         "ALTER TABLE messages ADD COLUMN hostname TEXT",
         "ALTER TABLE messages ADD COLUMN failure BLOB",
     ),
+    2: ("ALTER TABLE messages ADD COLUMN attempts INTEGER",),
 }
 
 #: ``list_messages`` order per state: hand-out, due, expiry, death, arrival.
@@ -610,7 +612,7 @@ class SQLiteStore(Store):
                     (count, lease_until, token, queue, message_id),
                 )
                 row = conn.execute(
-                    "SELECT payload FROM messages WHERE queue = ? AND id = ?",
+                    "SELECT payload, created_at FROM messages WHERE queue = ? AND id = ?",
                     (queue, message_id),
                 ).fetchone()
                 deliveries.append(
@@ -619,6 +621,7 @@ class SQLiteStore(Store):
                         payload=bytes(row[0]),
                         priority=-negative_priority,
                         delivery_count=count,
+                        created_at=float(row[1]),
                     )
                 )
         return deliveries
@@ -720,7 +723,8 @@ class SQLiteStore(Store):
         with self._write("bury") as conn:
             cursor = conn.execute(
                 "UPDATE messages SET state = 'dead', dead_reason = ?, dead_detail = ?, "
-                "dead_at = ?, hostname = ?, failure = ?, lease_until = NULL, lease_token = NULL "
+                "dead_at = ?, hostname = ?, failure = ?, attempts = ?, lease_until = NULL, "
+                "lease_token = NULL "
                 "WHERE queue = ? AND id = ? AND state = 'inflight' AND lease_token = ?",
                 (
                     str(dead.reason),
@@ -728,6 +732,7 @@ class SQLiteStore(Store):
                     time.time(),
                     dead.hostname or None,
                     dead.failure or None,
+                    dead.attempts,
                     lease.queue,
                     lease.message_id,
                     lease.token,
@@ -737,48 +742,79 @@ class SQLiteStore(Store):
                 self._trim_dead(conn, lease.queue, self.retention)
             return cursor.rowcount > 0
 
-    def bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> None:
-        """Store a message straight as dead (replacing any message with its id in ``queue``)."""
+    def bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> State | None:
+        """Set a message aside as dead by id, in place when the queue holds it (see the
+        Store contract); retention is applied in the same transaction."""
         priority = normalize_priority(message.priority)
         now = time.time()
+        record = (
+            str(dead.reason),
+            dead.detail,
+            now,
+            dead.hostname or None,
+            dead.failure or None,
+            dead.attempts,
+        )
         with self._write("bury_payload") as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO messages (queue, id, state, priority, seq, eta, "
-                "task_name, task_id, payload, created_at, dead_reason, dead_detail, dead_at, "
-                f"hostname, failure) VALUES (?, ?, 'dead', ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    queue,
-                    message.message_id,
-                    priority,
-                    message.eta,
-                    message.task_name,
-                    message.task_id,
-                    bytes(message.payload),
-                    now,
-                    str(dead.reason),
-                    dead.detail,
-                    now,
-                    dead.hostname or None,
-                    dead.failure or None,
-                ),
-            )
-            conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+            row = conn.execute(
+                "SELECT state FROM messages WHERE queue = ? AND id = ?",
+                (queue, message.message_id),
+            ).fetchone()
+            before = None if row is None else State(row[0])
+            if before == State.DEAD:
+                return before
+            if before is None:
+                conn.execute(
+                    "INSERT INTO messages (queue, id, state, priority, seq, eta, task_name, "
+                    "task_id, payload, created_at, delivery_count, dead_reason, dead_detail, "
+                    "dead_at, hostname, failure, attempts) "
+                    f"VALUES (?, ?, 'dead', ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        queue,
+                        message.message_id,
+                        priority,
+                        message.eta,
+                        message.task_name,
+                        message.task_id,
+                        bytes(message.payload),
+                        now if dead.first_seen is None else float(dead.first_seen),
+                        int(dead.delivery_count or 0),
+                        *record,
+                    ),
+                )
+                conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+            else:
+                conn.execute(
+                    "UPDATE messages SET state = 'dead', dead_reason = ?, dead_detail = ?, "
+                    "dead_at = ?, hostname = ?, failure = ?, attempts = ?, "
+                    "lease_until = NULL, lease_token = NULL WHERE queue = ? AND id = ?",
+                    (*record, queue, message.message_id),
+                )
             self._trim_dead(conn, queue, self.retention)
+        return before
 
     def replay(
         self, queue: str, message_id: str, to_queue: str | None = None, priority: int | None = None
     ) -> bool:
         """Move a dead message back to ready, delivery count reset, in one transaction."""
         new_priority = None if priority is None else normalize_priority(priority)
+        target = to_queue or queue
         with self._write("replay") as conn:
+            if (
+                target != queue
+                and conn.execute(
+                    "SELECT 1 FROM messages WHERE queue = ? AND id = ?", (target, message_id)
+                ).fetchone()
+            ):
+                return False
             seq = self._take_seqs(conn, 1)
             cursor = conn.execute(
                 "UPDATE OR FAIL messages SET state = 'ready', queue = ?, "
                 "priority = COALESCE(?, priority), seq = ?, delivery_count = 0, "
                 "dead_reason = NULL, dead_detail = NULL, dead_at = NULL, hostname = NULL, "
-                "failure = NULL, lease_until = NULL, lease_token = NULL "
+                "failure = NULL, attempts = NULL, lease_until = NULL, lease_token = NULL "
                 "WHERE queue = ? AND id = ? AND state = 'dead'",
-                (to_queue or queue, new_priority, seq, queue, message_id),
+                (target, new_priority, seq, queue, message_id),
             )
             return cursor.rowcount > 0
 
@@ -819,6 +855,12 @@ class SQLiteStore(Store):
         return {int(p): (int(n), None if c is None else float(c)) for p, n, c in rows}
 
     # -- inspect and administer -------------------------------------------
+    def queues(self) -> list[str]:
+        """Queues holding at least one message, sorted (read from the state index)."""
+        with self._read("queues") as conn:
+            rows = conn.execute("SELECT DISTINCT queue FROM messages ORDER BY queue").fetchall()
+        return [str(row[0]) for row in rows]
+
     def counts(self, queue: str) -> QueueCounts:
         """How many of the queue's messages are in each state."""
         with self._read("counts") as conn:
@@ -990,7 +1032,7 @@ def _state(value: State | str) -> State:
 
 def _message_info(row: Sequence[Any]) -> MessageInfo:
     queue, message_id, state, priority, count, task_name, task_id, eta, reason, detail = row[:10]
-    created_at, dead_at, hostname = row[10:]
+    created_at, dead_at, hostname, attempts = row[10:]
     return MessageInfo(
         queue=str(queue),
         message_id=str(message_id),
@@ -1005,4 +1047,5 @@ def _message_info(row: Sequence[Any]) -> MessageInfo:
         created_at=None if created_at is None else float(created_at),
         dead_at=None if dead_at is None else float(dead_at),
         hostname=hostname or None,
+        attempts=None if attempts is None else int(attempts),
     )

@@ -5,7 +5,8 @@
 -- ARGV[1] max count, ARGV[2] consumer id, ARGV[3] lease in ms, ARGV[4] max deliveries,
 -- ARGV[5...] task names to skip (left ready)
 -- Returns {more_ready 0|1, next_due_ms or -1, how many were set aside as dead, then per delivery:
---          queue index (0-based), id, payload, priority, delivery count, lease token}
+--          queue index (0-based), id, payload, priority, delivery count, lease token,
+--          first-seen time in ms (0 when unknown)}
 local K = 9
 local SEQ_SPAN = 17592186044416
 local SCAN_WINDOW = 100
@@ -103,7 +104,9 @@ while delivered < max_count do
       meta.l = consumer .. ':' .. meta.n
       redis.call('ZADD', key(best, INFLIGHT), now + lease_ms, id)
       local body = redis.call('HGET', key(best, BODIES), id)
-      for _, v in ipairs({best - 1, id, body or '', meta.p, meta.n, meta.l}) do out[#out + 1] = v end
+      for _, v in ipairs({best - 1, id, body or '', meta.p, meta.n, meta.l, meta.c or 0}) do
+        out[#out + 1] = v
+      end
       delivered = delivered + 1
     end
     save(best, id, meta)

@@ -5,7 +5,8 @@
 -- ARGV[1] action: "ack" (delete), "release" (ready, delivery not counted),
 --         "requeue" (ready, delivery counted) or "bury" (dead)
 -- ARGV[2] id, ARGV[3] lease token, ARGV[4] dead reason, ARGV[5] dead detail,
--- ARGV[6] sealed failure record (base64, may be empty), ARGV[7] worker hostname
+-- ARGV[6] sealed failure record (base64, may be empty), ARGV[7] worker hostname,
+-- ARGV[8] attempts or "" (bury)
 -- Returns 1 when settled, 0 when the lease was no longer held.
 local SEQ_SPAN = 17592186044416
 local action, id, token = ARGV[1], ARGV[2], ARGV[3]
@@ -29,6 +30,7 @@ if action == 'bury' then
   meta.x = ARGV[5]
   meta.f = ARGV[6]
   meta.h = ARGV[7]
+  meta.a = tonumber(ARGV[8])
   meta.d = now
   redis.call('ZADD', KEYS[3], now, id)
 else
