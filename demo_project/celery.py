@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -89,3 +90,17 @@ def fail(label: str) -> None:
 def fail_late(label: str) -> None:
     record(f"fail_late {label}")
     raise ValueError(f"cannot process {label} (late ack)")
+
+
+@app.task(acks_late=True, acks_on_failure_or_timeout=False)
+def fail_rejected(label: str) -> None:
+    """Late ack, and Celery rejects (rather than acks) the message when it fails."""
+    record(f"fail_rejected {label}")
+    raise ValueError(f"cannot process {label} (rejected)")
+
+
+@app.task(bind=True, max_retries=1)
+def flaky(self: Any, label: str) -> None:
+    """Retries once, then gives up: a dead letter with reason max_retries_exceeded."""
+    record(f"flaky {label} {self.request.retries + 1}")
+    raise self.retry(exc=ConnectionError(f"{label}: service unavailable"), countdown=0)

@@ -1,7 +1,13 @@
 """``celery -A app tq ...``: see and act on what the tq broker holds.
 
-Exit codes: 0 done, 1 not found, 2 usage error (bad option, unknown queue, bad filter).
-Tables by default, ``--json`` for scripts.
+    tq stats | ls | show | cancel | reprioritize | purge
+    tq dlq ls | dlq show | dlq retry | dlq purge
+    tq keygen
+
+Readable output by default, ``--json`` for scripts. Exit codes: 0 done, 1 not found
+(unknown message id, or a message not in a state the command acts on), 2 usage
+error (bad option, unknown queue, bad filter). Errors are one line on stderr, and
+a command that fails changes nothing.
 """
 
 from __future__ import annotations
@@ -9,10 +15,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from celery.bin.base import CeleryCommand, handle_preload_options
@@ -21,8 +27,43 @@ from tq_kombu.admin import Admin, UnknownQueue
 from tq_kombu.errors import ConfigurationError, MessageNotFound, PriorityError, TQError
 from tq_kombu.store.base import MessageInfo
 
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+
+
+class Command(CeleryCommand):
+    """A Celery command whose usage errors are one line on stderr and exit code 2."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            path = " ".join(p for p in (parent.command_path if parent else "", info_name) if p)
+            fail(f"{exc.format_message()} (see: {path} --help)", EXIT_USAGE)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-queue_option = click.option("--queue", "-Q", "queues", multiple=True, help="Queue (repeatable).")
+queue_option = click.option(
+    "--queue", "-Q", "queues", multiple=True, help="Only this queue (repeatable; default: all)."
+)
+paging = [
+    click.option("--offset", type=int, default=0, show_default=True, help="Skip this many."),
+    click.option(
+        "--limit", type=int, default=50, show_default=True, help="Show at most this many."
+    ),
+]
+
+
+def with_paging(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(paging):
+        command = option(command)
+    return command
 
 
 @contextmanager
@@ -31,22 +72,27 @@ def admin_for(ctx: click.Context) -> Iterator[Admin]:
     try:
         admin = Admin.from_app(ctx.obj.app)
     except TQError as exc:
-        fail(str(exc), 2)
+        fail(str(exc), EXIT_USAGE)
     try:
         yield admin
     except MessageNotFound as exc:
-        fail(str(exc), 1)
+        fail(str(exc), EXIT_NOT_FOUND)
     except (UnknownQueue, ConfigurationError, PriorityError) as exc:
-        fail(str(exc), 2)
+        fail(str(exc), EXIT_USAGE)
     except TQError as exc:
-        fail(str(exc), 1)
+        fail(str(exc), EXIT_NOT_FOUND)
     finally:
         admin.close()
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def check_paging(offset: int, limit: int) -> None:
+    if offset < 0 or limit < 1:
+        fail(f"--offset must be >= 0 and --limit >= 1, got {offset} and {limit}", EXIT_USAGE)
 
 
 def when(timestamp: float | None) -> str:
@@ -76,11 +122,24 @@ def message_rows(messages: list[MessageInfo]) -> list[dict[str, Any]]:
             "task": m.task_name,
             "task_id": m.task_id,
             "deliveries": m.delivery_count,
-            "eta": when(m.eta),
-            "reason": m.dead_reason or "",
-            "dead_at": when(m.dead_at),
+            "attempts": m.attempts,
+            "eta": m.eta,
+            "first_seen": m.created_at,
+            "reason": m.dead_reason,
+            "detail": m.dead_detail,
+            "dead_at": m.dead_at,
+            "hostname": m.hostname,
         }
         for m in messages
+    ]
+
+
+def readable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with times as UTC dates and blanks for what is unknown."""
+    times = ("eta", "first_seen", "dead_at")
+    return [
+        {k: when(v) if k in times else ("-" if v is None else v) for k, v in row.items()}
+        for row in rows
     ]
 
 
@@ -91,6 +150,60 @@ def emit(as_json: bool, data: Any, show: Callable[[], None]) -> None:
         show()
 
 
+def describe(shown: dict[str, Any]) -> None:
+    """One message, readable: metadata, envelope, then the decrypted task and failure."""
+    state = shown["state"]
+    if shown.get("dead_reason"):
+        state += f" ({shown['dead_reason']}: {shown.get('dead_detail') or '-'})"
+    envelope = shown.get("envelope", {})
+    sealed = f"key {envelope['key_id']}" if "key_id" in envelope else "not encrypted"
+    lines = [
+        ("message", shown["message_id"]),
+        ("queue", shown["queue"]),
+        ("state", state),
+        ("task", f"{shown.get('task_name') or '-'} [{shown.get('task_id') or '-'}]"),
+        ("priority", shown["priority"]),
+        ("deliveries", shown.get("delivery_count", 0)),
+        ("attempts", shown.get("attempts", "-")),
+        ("first seen", when(shown.get("created_at"))),
+        ("eta", when(shown.get("eta"))),
+        ("dead at", when(shown.get("dead_at"))),
+        ("hostname", shown.get("hostname", "-")),
+        (
+            "envelope",
+            f"v{envelope.get('version', '?')}, {sealed}, "
+            f"{envelope.get('compression', '?')}, {envelope.get('bytes', 0)} bytes",
+        ),
+    ]
+    message = shown.get("message")
+    if isinstance(message, str):
+        lines.append(("payload", message))
+    elif isinstance(message, dict):
+        body = message.get("body")
+        if isinstance(body, (list, tuple)) and len(body) == 3:
+            args, kwargs, embed = body
+            lines += [("args", json.dumps(args, default=str)), ("kwargs", json.dumps(kwargs))]
+            links = {k: v for k, v in (embed or {}).items() if v}
+            if links:
+                lines.append(("links", json.dumps(links, default=str)))
+        else:
+            lines.append(("body", json.dumps(body, default=str)))
+        headers = message.get("headers") or {}
+        for key in ("retries", "eta", "expires", "root_id", "parent_id", "group"):
+            if headers.get(key) not in (None, 0, ""):
+                lines.append((key, headers[key]))
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        click.echo(f"{label.ljust(width)}  {value}")
+    failure = shown.get("failure")
+    if failure:
+        click.echo(
+            f"{'failure'.ljust(width)}  {failure.get('exc_type')}: {failure.get('exc_message')}"
+        )
+        click.echo("")
+        click.echo(str(failure.get("traceback", "")).rstrip())
+
+
 @click.group(name="tq")
 @click.pass_context
 @handle_preload_options
@@ -98,22 +211,23 @@ def tq(ctx: click.Context) -> None:
     """Inspect and administer the tq broker: queues, messages, dead letters, keys."""
 
 
-@tq.command(cls=CeleryCommand)
+@tq.command(cls=Command)
 @queue_option
 @json_option
 @click.pass_context
 def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
     """Per queue: ready (by priority), delayed, waiting, in flight, dead, oldest ready age."""
     with admin_for(ctx) as admin:
-        result = admin.stats(list(queues) or None)
-    rows = [s.as_dict() for s in result]
+        rows = [s.as_dict() for s in admin.stats(list(queues) or None)]
 
     def show() -> None:
         table(
             [
                 {
                     **row,
-                    "by priority": " ".join(f"{p}:{n}" for p, n in row["ready_by_priority"].items())
+                    "ready by priority": " ".join(
+                        f"{p}:{n}" for p, n in row["ready_by_priority"].items()
+                    )
                     or "-",
                     "oldest ready": "-"
                     if row["oldest_ready_age_seconds"] is None
@@ -124,11 +238,11 @@ def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
             [
                 "queue",
                 "ready",
+                "ready by priority",
                 "delayed",
                 "waiting",
                 "inflight",
                 "dead",
-                "by priority",
                 "oldest ready",
             ],
         )
@@ -136,18 +250,17 @@ def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
     emit(as_json, rows, show)
 
 
-@tq.command(name="ls", cls=CeleryCommand)
-@click.argument("queue")
+@tq.command(name="ls", cls=Command)
+@click.argument("queue", required=False)
 @click.option("--state", help="ready, delayed, waiting, inflight or dead (default: all).")
 @click.option("--task", "task_name", help="Only messages of this task name.")
-@click.option("--priority", type=int, help="Only messages of this priority.")
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--priority", type=int, help="Only messages of this priority (0..255).")
+@with_paging
 @json_option
 @click.pass_context
 def list_messages(
     ctx: click.Context,
-    queue: str,
+    queue: str | None,
     state: str | None,
     task_name: str | None,
     priority: int | None,
@@ -155,18 +268,15 @@ def list_messages(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List a queue's messages, with filters and paging."""
+    """List the messages of QUEUE (default: every queue), with filters and paging."""
+    check_paging(offset, limit)
     with admin_for(ctx) as admin:
-        found = admin.messages(queue, state, task_name, priority, offset, limit)
-    rows = message_rows(found)
-    emit(
-        as_json,
-        rows,
-        lambda: table(rows, ["id", "state", "priority", "task", "task_id", "deliveries", "eta"]),
-    )
+        rows = message_rows(admin.messages(queue, state, task_name, priority, offset, limit))
+    columns = ["id", "queue", "state", "priority", "task", "task_id", "deliveries", "eta"]
+    emit(as_json, rows, lambda: table(readable(rows), columns))
 
 
-@tq.command(cls=CeleryCommand)
+@tq.command(cls=Command)
 @click.argument("message_id")
 @queue_option
 @click.option("--raw", is_flag=True, help="Only the stored metadata and envelope header.")
@@ -178,22 +288,21 @@ def show(
     """Show one message (by message id or task id), decrypted when the key is at hand."""
     with admin_for(ctx) as admin:
         shown = admin.show(message_id, list(queues) or None, raw=raw)
-    emit(as_json, shown, lambda: click.echo(json.dumps(shown, indent=2, default=str)))
+    emit(as_json, shown, lambda: describe(shown))
 
 
-@tq.command(cls=CeleryCommand)
+@tq.command(cls=Command)
 @click.argument("message_id")
 @queue_option
 @click.pass_context
 def cancel(ctx: click.Context, message_id: str, queues: tuple[str, ...]) -> None:
     """Cancel a ready, delayed or waiting message: it never runs (this persists)."""
     with admin_for(ctx) as admin:
-        info = admin.find(message_id, list(queues) or None)
-        admin.cancel(info.queue, info.message_id)
-    click.echo(f"cancelled {info.message_id} ({info.task_name}) in {info.queue}")
+        info = admin.cancel(list(queues) or None, message_id)
+    click.echo(f"cancelled {info.message_id} ({info.task_name or '-'}) in {info.queue}")
 
 
-@tq.command(cls=CeleryCommand)
+@tq.command(cls=Command)
 @click.argument("message_id")
 @click.argument("priority", type=int)
 @queue_option
@@ -201,28 +310,27 @@ def cancel(ctx: click.Context, message_id: str, queues: tuple[str, ...]) -> None
 def reprioritize(
     ctx: click.Context, message_id: str, priority: int, queues: tuple[str, ...]
 ) -> None:
-    """Change the priority (0..255) of a queued message."""
+    """Change the priority (0..255, higher first) of a ready, delayed or waiting message."""
     with admin_for(ctx) as admin:
-        info = admin.find(message_id, list(queues) or None)
-        admin.reprioritize(info.queue, info.message_id, priority)
+        info = admin.reprioritize(list(queues) or None, message_id, priority)
     click.echo(f"{info.message_id} in {info.queue}: priority {info.priority} -> {priority}")
 
 
-@tq.command(cls=CeleryCommand)
+@tq.command(cls=Command)
 @click.argument("queue")
 @click.option(
-    "--state",
-    type=click.Choice(["ready", "delayed", "waiting", "dead"]),
-    default="ready",
-    show_default=True,
+    "--state", default="ready", show_default=True, help="ready, delayed, waiting or dead."
 )
 @click.option("--force", "-f", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def purge(ctx: click.Context, queue: str, state: str, force: bool) -> None:
-    """Delete a queue's ready, delayed, waiting or dead messages."""
-    if not force and not click.confirm(f"Delete every {state} message of {queue}?", default=False):
-        fail("nothing deleted", 1)
+    """Delete the ready, delayed, waiting or dead messages of QUEUE (one state at a time)."""
     with admin_for(ctx) as admin:
+        admin.check_queue(queue)
+        if state not in ("ready", "delayed", "waiting", "dead"):
+            raise ConfigurationError(f"purge takes ready, delayed, waiting or dead, not {state!r}")
+        if not force and not click.confirm(f"Delete every {state} message of {queue}?"):
+            fail("nothing deleted", EXIT_NOT_FOUND)
         removed = admin.purge(queue, state)
     click.echo(f"purged {removed} {state} message(s) from {queue}")
 
@@ -232,12 +340,14 @@ def dlq() -> None:
     """Dead letters: list, show, retry (replay) and purge."""
 
 
-@dlq.command(name="ls", cls=CeleryCommand)
+DEAD_COLUMNS = ["id", "queue", "task", "task_id", "reason", "attempts", "deliveries", "dead_at"]
+
+
+@dlq.command(name="ls", cls=Command)
 @click.argument("queue", required=False)
-@click.option("--reason", help="Only this reason (failed, rejected, max_deliveries, ...).")
+@click.option("--reason", help="Only this reason (failed, max_retries_exceeded, rejected, ...).")
 @click.option("--task", "task_name", help="Only this task name.")
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@with_paging
 @json_option
 @click.pass_context
 def dlq_ls(
@@ -249,17 +359,14 @@ def dlq_ls(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List dead messages, oldest first (of QUEUE, or of every queue)."""
+    """List dead messages of QUEUE (default: every queue), oldest first."""
+    check_paging(offset, limit)
     with admin_for(ctx) as admin:
         rows = message_rows(admin.dead_letters(queue, reason, task_name, offset, limit))
-    emit(
-        as_json,
-        rows,
-        lambda: table(rows, ["id", "queue", "task", "task_id", "reason", "deliveries", "dead_at"]),
-    )
+    emit(as_json, rows, lambda: table(readable(rows), DEAD_COLUMNS))
 
 
-@dlq.command(name="show", cls=CeleryCommand)
+@dlq.command(name="show", cls=Command)
 @click.argument("message_id")
 @queue_option
 @click.option("--raw", is_flag=True, help="Only the stored metadata and envelope header.")
@@ -268,22 +375,23 @@ def dlq_ls(
 def dlq_show(
     ctx: click.Context, message_id: str, queues: tuple[str, ...], raw: bool, as_json: bool
 ) -> None:
-    """Show a dead message with its reason and (decrypted) failure and traceback."""
+    """Show a dead message: reason, times, the task and its (decrypted) traceback."""
     with admin_for(ctx) as admin:
-        shown = admin.show(message_id, list(queues) or None, raw=raw)
-        if shown.get("state") != "dead":
-            raise MessageNotFound(f"message {message_id!r} is {shown.get('state')}, not dead")
-    emit(as_json, shown, lambda: click.echo(json.dumps(shown, indent=2, default=str)))
+        info = admin.find(message_id, list(queues) or None)
+        if info.state.value != "dead":
+            raise MessageNotFound(f"message {message_id!r} is {info.state.value}, not dead")
+        shown = admin.show(info.message_id, [info.queue], raw=raw)
+    emit(as_json, shown, lambda: describe(shown))
 
 
-@dlq.command(name="retry", cls=CeleryCommand)
+@dlq.command(name="retry", cls=Command)
 @click.argument("message_ids", nargs=-1)
 @click.option("--all", "retry_all", is_flag=True, help="Every dead message matching the filters.")
 @queue_option
-@click.option("--reason", help="Only this reason.")
-@click.option("--task", "task_name", help="Only this task name.")
-@click.option("--to-queue", help="Replay into this queue instead of the original one.")
-@click.option("--priority", type=int, help="Replay at this priority instead of the original.")
+@click.option("--reason", help="Only this reason (with --all).")
+@click.option("--task", "task_name", help="Only this task name (with --all).")
+@click.option("--to-queue", help="Replay into this queue instead of each message's own.")
+@click.option("--priority", type=int, help="Replay at this priority instead of each one's own.")
 @json_option
 @click.pass_context
 def dlq_retry(
@@ -297,34 +405,37 @@ def dlq_retry(
     priority: int | None,
     as_json: bool,
 ) -> None:
-    """Replay dead messages: the given ids, or --all matching the filters."""
+    """Replay dead messages — the given ids, or --all matching the filters — back to
+    their queue (or --to-queue) at their priority (or --priority), delivery count reset."""
     if bool(message_ids) == retry_all:
-        fail("give message ids or --all (with optional --reason/--task/-Q filters), not both", 2)
+        fail("give message ids or --all (with optional -Q/--reason/--task filters)", EXIT_USAGE)
+    if message_ids and (reason or task_name):
+        fail("--reason and --task filter --all; with message ids, leave them out", EXIT_USAGE)
     started = time.monotonic()
     with admin_for(ctx) as admin:
-        scope: list[str | None] = [*queues] or [None]
-        replayed = sum(
-            admin.retry_dead(q, list(message_ids) or None, reason, task_name, to_queue, priority)
-            for q in scope
+        replayed = admin.retry_dead(
+            list(queues) or None, list(message_ids), reason, task_name, to_queue, priority
         )
     result = {"replayed": replayed, "seconds": round(time.monotonic() - started, 3)}
     emit(as_json, result, lambda: click.echo(f"replayed {replayed} message(s)"))
 
 
-@dlq.command(name="purge", cls=CeleryCommand)
-@click.argument("queue", required=False)
+@dlq.command(name="purge", cls=Command)
+@click.argument("queues", nargs=-1)
 @click.option("--force", "-f", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def dlq_purge(ctx: click.Context, queue: str | None, force: bool) -> None:
-    """Delete dead messages (of QUEUE, or of every queue)."""
-    if not force and not click.confirm("Delete these dead messages for good?", default=False):
-        fail("nothing deleted", 1)
+def dlq_purge(ctx: click.Context, queues: Sequence[str], force: bool) -> None:
+    """Delete the dead messages of QUEUES (default: every queue) for good."""
     with admin_for(ctx) as admin:
-        removed = admin.purge_dead(queue)
+        scope = [admin.check_queue(q) for q in queues] or None
+        where = ", ".join(queues) or "every queue"
+        if not force and not click.confirm(f"Delete the dead messages of {where} for good?"):
+            fail("nothing deleted", EXIT_NOT_FOUND)
+        removed = admin.purge_dead(scope)
     click.echo(f"purged {removed} dead message(s)")
 
 
-@tq.command(cls=CeleryCommand)
+@tq.command(cls=Command)
 @click.argument("key_id", required=False)
 def keygen(key_id: str | None) -> None:
     """Print a fresh encryption key line for TQ_ENCRYPTION_KEYS."""
@@ -333,6 +444,6 @@ def keygen(key_id: str | None) -> None:
     try:
         line = generate_key_line(key_id)
     except ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from exc
+        fail(str(exc), EXIT_USAGE)
     click.echo(line)
     click.echo(f"# export {ENV_VAR}='{line}'  (put a new key first to rotate)", err=True)

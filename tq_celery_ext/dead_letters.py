@@ -1,11 +1,34 @@
-"""Failed tasks into the dead-letter store.
+"""Tasks that fail for good -> tq's dead-letter store, with their (sealed) traceback.
 
-Celery acks an early-acked task before it runs, and acks a late-acked one after it
-fails, so the broker keeps nothing of a failed task. On ``task_failure`` (in the
-process that ran the task, pool children included) the recorder rebuilds the task
-message from the request — same task id, name, args, kwargs, queue and priority —
-seals it and its failure record (exception type, message, traceback) with the
-broker's key ring, and stores it dead. Replaying it publishes that message again.
+Why it works this way. When a task fails, Celery keeps nothing of its message:
+an early-acked task was acknowledged (deleted from the broker) before it ran, a
+late-acked one is acknowledged (or rejected) right after the failure, and with the
+prefork pool the ``task_failure`` signal fires in the pool process, which holds no
+lease on the message. So the recorder, on ``task_failure`` in whichever process
+sends it:
+
+1. reads where the message lives from the ``tq_delivery`` property the transport
+   adds to every delivered message (queue, store message id, delivery count,
+   first-seen time; Celery hands the properties to the task's request);
+2. rebuilds the task message from the request — same task id, name, args,
+   kwargs, retries, ETA, expiry, links, chain and chord, custom headers — with
+   ``app.amqp.as_task_v2``, seals it and the failure record (exception type,
+   message, traceback, attempts) with the broker's key ring;
+3. calls :meth:`~tq_kombu.store.base.Store.bury_payload` with the original message
+   id. If the store still holds the message (late ack: it is in flight), it moves
+   to dead in place, original bytes, first-seen time and delivery count kept, and
+   the worker's following ack or reject finds nothing left to settle. If the
+   message is gone (early ack), the rebuilt one is stored as dead under that id,
+   with the delivery count and first-seen time from the property.
+
+Either way there is one dead letter per failure, and replaying it publishes the
+task message again: the task runs again with the same id and arguments.
+
+Reasons: ``max_retries_exceeded`` when the task had retried and used up its
+``max_retries`` (or raised ``MaxRetriesExceededError``), ``failed`` otherwise; and
+``expired`` for a task whose ``expires`` passed before it ran (``task_revoked``).
+A task raising ``Reject(requeue=False)`` is kept by the transport as ``rejected``.
+Eager (``task.apply()``) runs are not messages and are not recorded.
 """
 
 from __future__ import annotations
@@ -13,41 +36,52 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import uuid
 from typing import Any
 
-from celery.exceptions import MaxRetriesExceededError
-from celery.signals import task_failure
+from celery.app.task import Context
+from celery.exceptions import MaxRetriesExceededError, Reject
+from celery.signals import task_failure, task_revoked
 from kombu.serialization import dumps
 
 from tq_kombu.admin import Admin, failure_record
+from tq_kombu.errors import ConfigurationError
 from tq_kombu.priority import DEFAULT_PRIORITY
-from tq_kombu.store.base import DeadLetter, DeadReason
+from tq_kombu.store.base import DeadLetter, DeadReason, State
+from tq_kombu.transport import DELIVERY_PROPERTY, HOSTNAME
 
 logger = logging.getLogger(__name__)
 
 
 class FailureRecorder:
-    """Keeps tasks of one app that failed for good in the dead-letter store."""
+    """Keeps tasks of one app that failed for good (or expired) in the dead-letter store."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self._admin: Admin | None = None
         self._pid = 0
+        self._disabled = False
 
     def connect(self) -> None:
-        task_failure.connect(
-            self.on_task_failure, weak=False, dispatch_uid=f"tq-dlq-{id(self.app)}"
-        )
+        uid = f"tq-dlq-{id(self.app)}"
+        task_failure.connect(self.on_task_failure, weak=False, dispatch_uid=uid)
+        task_revoked.connect(self.on_task_revoked, weak=False, dispatch_uid=uid)
 
     @property
-    def admin(self) -> Admin:
-        """This process's Admin (a fresh one after fork)."""
+    def admin(self) -> Admin | None:
+        """This process's Admin (a fresh one after fork); None when the broker is not tq."""
+        if self._disabled:
+            return None
         if self._admin is None or self._pid != os.getpid():
-            self._admin = Admin.from_app(self.app)
+            try:
+                self._admin = Admin.from_app(self.app)
+            except ConfigurationError as exc:
+                logger.warning("tq: failed tasks are not kept as dead letters: %s", exc)
+                self._disabled = True
+                return None
             self._pid = os.getpid()
         return self._admin
 
+    # -- signal receivers ------------------------------------------------------
     def on_task_failure(
         self,
         sender: Any = None,
@@ -58,61 +92,139 @@ class FailureRecorder:
         traceback: Any = None,
         **_: Any,
     ) -> None:
-        if sender is None or getattr(sender, "app", None) is not self.app or exception is None:
+        if not self._ours(sender) or exception is None or isinstance(exception, Reject):
+            return  # a rejected message is set aside by the transport (reason "rejected")
+        request = sender.request
+        if request is None or request.id != task_id:
+            # Sent from the worker's main process without the task's request (a hard
+            # time limit): what the signal carries is all there is.
+            if sender.acks_late and not _acks_on_timeout(sender):
+                return  # the message is requeued and runs again
+            request = Context(id=task_id, args=args, kwargs=kwargs)
+        if request.is_eager or request.called_directly:
             return
         try:
-            self.record(sender, task_id or "", exception, args, kwargs, traceback)
+            self.record(
+                sender, request, self.reason(sender, request, exception), exception, traceback
+            )
         except Exception:  # noqa: BLE001 - a failing recorder must not break the worker
             logger.exception("tq: could not keep failed task %s in the dead-letter store", task_id)
 
-    def record(
-        self, task: Any, task_id: str, exc: BaseException, args: Any, kwargs: Any, tb: Any
-    ) -> str:
-        request = task.request
-        retried_out = isinstance(exc, MaxRetriesExceededError) or (
-            task.max_retries is not None and 0 < task.max_retries <= (request.retries or 0)
-        )
-        reason = DeadReason.MAX_RETRIES_EXCEEDED if retried_out else DeadReason.FAILED
-        delivery_info = request.delivery_info or {}
-        queue = delivery_info.get("routing_key") or self.app.conf.task_default_queue
-        message = self.rebuild_message(task, task_id, args, kwargs, queue, delivery_info)
-        dead = DeadLetter(reason, type(exc).__name__, hostname=request.hostname or "")
-        failure = {**failure_record(exc, tb), "attempts": (request.retries or 0) + 1}
-        return self.admin.bury_message(queue, message, dead, failure)
+    def on_task_revoked(
+        self, sender: Any = None, request: Any = None, expired: bool = False, **_: Any
+    ) -> None:
+        if not expired or not self._ours(sender) or request is None:
+            return
+        try:
+            self.record(sender, request, DeadReason.EXPIRED)
+        except Exception:  # noqa: BLE001 - a failing recorder must not break the worker
+            logger.exception("tq: could not keep expired task %s as a dead letter", request.id)
 
-    def rebuild_message(
+    def _ours(self, task: Any) -> bool:
+        return task is not None and getattr(task, "app", None) is self.app
+
+    @staticmethod
+    def reason(task: Any, request: Any, exc: BaseException) -> DeadReason:
+        retries = int(request.retries or 0)
+        used_up = task.max_retries is not None and 0 < task.max_retries <= retries
+        if isinstance(exc, MaxRetriesExceededError) or used_up:
+            return DeadReason.MAX_RETRIES_EXCEEDED
+        return DeadReason.FAILED
+
+    # -- recording ---------------------------------------------------------------
+    def record(
         self,
         task: Any,
-        task_id: str,
-        args: Any,
-        kwargs: Any,
-        queue: str,
-        delivery_info: dict[str, Any],
-    ) -> dict[str, Any]:
+        request: Any,
+        reason: DeadReason,
+        exc: BaseException | None = None,
+        tb: Any = None,
+    ) -> tuple[str, State | None] | None:
+        """Set the task of ``request`` aside as dead; return its message id and the state
+        its message was in before (None: it had been acknowledged), or None when the
+        broker is not tq."""
+        admin = self.admin
+        if admin is None:
+            return None
+        where = dict((request.properties or {}).get(DELIVERY_PROPERTY) or {})
+        delivery_info = request.delivery_info or {}
+        queue = where.get("queue") or delivery_info.get("routing_key") or self.routed_queue(task)
+        attempts = int(request.retries or 0) + 1
+        if exc is None:
+            detail = f"expired at {request.expires}" if request.expires else "expired"
+            failure = None
+        else:
+            detail = type(exc).__name__
+            failure = {**failure_record(exc, tb), "attempts": attempts}
+        dead = DeadLetter(
+            reason,
+            detail,
+            hostname=request.hostname or HOSTNAME,
+            attempts=attempts if exc is not None else None,
+            delivery_count=where.get("delivery_count"),
+            first_seen=where.get("first_seen"),
+        )
+        message = self.rebuild_message(task, request, queue)
+        return admin.bury_task(queue, message, dead, failure, where.get("message_id"))
+
+    def routed_queue(self, task: Any) -> str:
+        """The queue Celery's router sends ``task`` to."""
+        route = self.app.amqp.router.route({}, task.name, (), {})
+        queue = route.get("queue")
+        return str(getattr(queue, "name", queue) or self.app.conf.task_default_queue)
+
+    def rebuild_message(self, task: Any, request: Any, queue: str) -> dict[str, Any]:
         """The kombu message that runs this task again, as the virtual channel stores it."""
-        request = task.request
+        hard, soft = (list(request.timelimit or ()) + [None, None])[:2]
+        stamped = list(request.stamped_headers or [])
+        stamps = {k: v for k, v in (request.stamps or {}).items() if k in stamped}
         built = self.app.amqp.as_task_v2(
-            task_id,
+            request.id,
             task.name,
-            args=list(args or ()),
-            kwargs=dict(kwargs or {}),
+            args=list(request.args or ()),
+            kwargs=dict(request.kwargs or {}),
+            eta=request.eta,
+            expires=request.expires,
+            group_id=request.group,
+            group_index=request.group_index,
+            retries=int(request.retries or 0),
+            chord=request.chord,
+            callbacks=request.callbacks,
+            errbacks=request.errbacks,
+            reply_to=request.reply_to,
+            time_limit=hard,
+            soft_time_limit=soft,
             root_id=request.root_id,
             parent_id=request.parent_id,
-            group_id=request.group,
+            shadow=request.shadow,
+            chain=request.chain,
+            origin=request.origin,
+            ignore_result=bool(request.ignore_result),
+            replaced_task_nesting=int(request.replaced_task_nesting or 0),
+            stamped_headers=stamped or None,
+            **stamps,
         )
+        headers = {**(request.headers or {}), **built.headers}
         content_type, encoding, data = dumps(built.body, serializer=task.serializer)
         raw = data.encode() if isinstance(data, str) else data
-        priority = delivery_info.get("priority")
+        priority = (request.delivery_info or {}).get("priority")
         return {
             "body": base64.b64encode(raw).decode(),
             "content-encoding": encoding,
             "content-type": content_type,
-            "headers": built.headers,
+            "headers": headers,
             "properties": {
                 **built.properties,
                 "priority": DEFAULT_PRIORITY if priority is None else priority,
                 "body_encoding": "base64",
                 "delivery_info": {"exchange": "", "routing_key": queue},
-                "delivery_tag": uuid.uuid4().hex,
             },
         }
+
+
+def _acks_on_timeout(task: Any) -> bool:
+    """Whether Celery acknowledges (rather than requeues) a late-acked task that timed out."""
+    for flag in (task.acks_on_timeout, task.acks_on_failure_or_timeout):
+        if flag is not None:
+            return bool(flag)
+    return True

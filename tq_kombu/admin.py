@@ -5,9 +5,14 @@
     admin.messages("emails", state="delayed")      # list, with paging and filters
     admin.cancel("emails", message_id)             # it never runs, worker or not
     admin.dead_letters("emails", reason="failed")  # what died, and why
-    admin.retry_dead("emails", all=True)           # back to their queues, atomically
+    admin.retry_dead("emails")                     # back to their queues, atomically
 
-Payloads stay encrypted at rest; ``show`` decrypts them when the key ring is at hand.
+Every method that takes a message id also takes a Celery task id. Payloads stay
+encrypted at rest; ``show`` decrypts them (and a dead task's failure record) when the
+key ring is at hand. Bad input raises :class:`~tq_kombu.errors.TQError` subclasses
+before anything changes: :class:`UnknownQueue`, :class:`~tq_kombu.errors.MessageNotFound`,
+:class:`~tq_kombu.errors.ConfigurationError` (a bad filter) and
+:class:`~tq_kombu.errors.PriorityError`.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import base64
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from types import TracebackType
 from typing import Any
 
 from .envelope import Envelope, EnvelopeError
@@ -25,11 +31,16 @@ from .errors import ConfigurationError, MessageNotFound, TQError
 from .keyring import keyring_from_options
 from .priority import normalize_priority
 from .store import Store, open_store
-from .store.base import DeadLetter, MessageInfo, NewMessage, QueueCounts, State
+from .store.base import DeadLetter, DeadReason, MessageInfo, NewMessage, QueueCounts, State
 
 #: The order in which states are listed when none is asked for.
 STATE_ORDER = (State.READY, State.DELAYED, State.WAITING, State.INFLIGHT, State.DEAD)
+#: The states ``purge`` takes (in-flight messages belong to a worker: they are not purged).
+PURGEABLE = (State.READY, State.DELAYED, State.WAITING, State.DEAD)
 PAGE = 500
+
+#: One queue, several, or None for every queue.
+QueueScope = str | Sequence[str] | None
 
 
 class UnknownQueue(TQError, LookupError):
@@ -59,7 +70,11 @@ def store_url(url: str) -> str:
 
 
 class Admin:
-    """One method per administrative operation, on the store behind a tq broker."""
+    """One method per administrative operation, on the store behind a tq broker.
+
+    ``queues`` are the queues the app declares: always listed, even when empty. Any
+    other queue holding messages in the store is found and listed too.
+    """
 
     def __init__(self, url: str, queues: list[str] | None = None, **transport_options: Any) -> None:
         self.store: Store = open_store(store_url(url), **transport_options)
@@ -88,6 +103,17 @@ class Admin:
     def close(self) -> None:
         self.store.close()
 
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     @property
     def envelope(self) -> Envelope:
         """The envelope of the configured key ring (ConfigurationError when there is none)."""
@@ -100,18 +126,32 @@ class Admin:
         return self._envelope
 
     # -- queues ----------------------------------------------------------------
+    def queues(self) -> list[str]:
+        """The app's queues, then every other queue the store holds messages for."""
+        return list(dict.fromkeys([*self.known_queues, *self.store.queues()]))
+
     def check_queue(self, queue: str) -> str:
         """``queue`` if the app declares it or the store holds something for it."""
         if queue in self.known_queues or self.store.counts(queue) != QueueCounts():
             return queue
-        known = ", ".join(self.known_queues) or "none declared"
-        raise UnknownQueue(f"unknown queue {queue!r} (the app's queues: {known})")
+        known = ", ".join(self.queues()) or "none declared"
+        raise UnknownQueue(f"unknown queue {queue!r} (known queues: {known})")
 
-    def stats(self, queues: list[str] | None = None) -> list[QueueStats]:
+    def _scope(self, queues: QueueScope) -> list[str]:
+        """The queues an operation covers: the given ones (checked) or every queue."""
+        if queues is None:
+            return self.queues()
+        names = [queues] if isinstance(queues, str) else list(queues)
+        return [self.check_queue(q) for q in dict.fromkeys(names)] or self.queues()
+
+    def stats(self, queues: QueueScope = None) -> list[QueueStats]:
+        """Per queue: messages in each state, ready ones per priority level, and the age
+        of the oldest ready message. Applies the dead-letter retention first."""
         now = time.time()
         result = []
-        for queue in queues or self.known_queues:
-            counts = self.store.counts(self.check_queue(queue))
+        for queue in self._scope(queues):
+            self.store.trim_dead(queue, self.store.retention)
+            counts = self.store.counts(queue)
             levels = self.store.ready_levels(queue)
             created = [first for _, first in levels.values() if first is not None]
             result.append(
@@ -131,22 +171,26 @@ class Admin:
     # -- messages --------------------------------------------------------------
     def messages(
         self,
-        queue: str,
+        queue: QueueScope = None,
         state: State | str | None = None,
         task_name: str | None = None,
         priority: int | None = None,
         offset: int = 0,
         limit: int = 50,
     ) -> list[MessageInfo]:
-        """A page of the queue's messages, filtered by state, task name and priority."""
-        self.check_queue(queue)
+        """A page of messages (of ``queue``, or of every queue), filtered by state, task
+        name and priority; in each queue ready first (in hand-out order), then delayed,
+        waiting, in flight and dead."""
+        scope = self._scope(queue)
         states = STATE_ORDER if state is None else (parse_state(state),)
+        wanted = None if priority is None else normalize_priority(priority)
         matches = (
             info
+            for q in scope
             for s in states
-            for info in self._all(queue, s)
+            for info in self._all(q, s)
             if (task_name is None or info.task_name == task_name)
-            and (priority is None or info.priority == priority)
+            and (wanted is None or info.priority == wanted)
         )
         return _page(matches, offset, limit)
 
@@ -159,9 +203,10 @@ class Admin:
                 return
             offset += PAGE
 
-    def find(self, message_or_task_id: str, queues: list[str] | None = None) -> MessageInfo:
-        """The message with this message id or Celery task id, in any state."""
-        searched = [self.check_queue(q) for q in queues] if queues else self.known_queues
+    def find(self, message_or_task_id: str, queues: QueueScope = None) -> MessageInfo:
+        """The message with this message id or Celery task id, in any state (by message
+        id first; a task id is looked up by reading the queues' metadata)."""
+        searched = self._scope(queues)
         for queue in searched:
             info = self.store.info(queue, message_or_task_id)
             if info is not None:
@@ -172,15 +217,23 @@ class Admin:
                     if info.task_id == message_or_task_id:
                         return info
         raise MessageNotFound(
-            f"no message or task with id {message_or_task_id!r} in {', '.join(searched)}"
+            f"no message or task with id {message_or_task_id!r} in "
+            f"{', '.join(searched) or 'any queue'}"
         )
 
     def show(
-        self, message_or_task_id: str, queues: list[str] | None = None, raw: bool = False
+        self, message_or_task_id: str, queues: QueueScope = None, raw: bool = False
     ) -> dict[str, Any]:
-        """Everything known about one message; decrypted unless ``raw`` or no key is at hand."""
+        """Everything known about one message; decrypted unless ``raw`` or no key is at hand.
+
+        Keys: the metadata of :class:`~tq_kombu.store.base.MessageInfo`, ``envelope``
+        (what the stored envelope says in clear), and unless ``raw``: ``message``
+        (headers, properties, body) and, for a failed task, ``failure`` (exception
+        type, message, traceback) — or ``message`` saying why it could not be decrypted.
+        """
         info = self.find(message_or_task_id, queues)
         shown: dict[str, Any] = {k: v for k, v in asdict(info).items() if v is not None}
+        shown["state"] = info.state.value
         payload = self.store.payload(info.queue, info.message_id) or b""
         shown["envelope"] = envelope_header(payload)
         if raw:
@@ -201,90 +254,117 @@ class Admin:
             shown["message"] = f"(not decrypted: {exc})"
         return shown
 
-    def cancel(self, queue: str, message_id: str) -> None:
-        """Delete a ready, delayed or waiting message (by message or task id)."""
-        info = self.find(message_id, [queue])
+    def cancel(self, queue: QueueScope, message_id: str) -> MessageInfo:
+        """Delete a ready, delayed or waiting message (by message or task id) so that it
+        never runs, worker or not; return what it was."""
+        info = self.find(message_id, queue)
         if not self.store.cancel(info.queue, info.message_id):
             raise MessageNotFound(
                 f"message {message_id!r} is {info.state.value}, not queued: it cannot be cancelled"
             )
+        return info
 
-    def reprioritize(self, queue: str, message_id: str, priority: int) -> None:
+    def reprioritize(self, queue: QueueScope, message_id: str, priority: int) -> MessageInfo:
+        """Give a ready, delayed or waiting message a new priority; return what it was."""
         new = normalize_priority(priority)
-        info = self.find(message_id, [queue])
+        info = self.find(message_id, queue)
         if not self.store.set_priority(info.queue, info.message_id, new):
             raise MessageNotFound(
                 f"message {message_id!r} is {info.state.value}, not queued: its priority is fixed"
             )
+        return info
 
     def purge(self, queue: str, state: State | str = State.READY) -> int:
-        """Delete the queue's ready, delayed or dead messages (one state at a time)."""
+        """Delete the queue's ready, delayed, waiting or dead messages (one state at a time)."""
         chosen = parse_state(state)
-        if chosen not in (State.READY, State.DELAYED, State.DEAD, State.WAITING):
-            raise ConfigurationError("purge takes ready, delayed, waiting or dead")
+        if chosen not in PURGEABLE:
+            raise ConfigurationError(
+                f"purge takes {', '.join(s.value for s in PURGEABLE)}, not {chosen.value}"
+            )
         return self.store.purge(self.check_queue(queue), chosen)
 
     # -- dead letters ----------------------------------------------------------
     def dead_letters(
         self,
-        queue: str | None = None,
+        queue: QueueScope = None,
         reason: str | None = None,
         task_name: str | None = None,
         offset: int = 0,
         limit: int = 50,
     ) -> list[MessageInfo]:
-        """Dead messages, oldest first, of one queue or every known queue."""
-        return _page(self._dead(queue, reason, task_name), offset, limit)
+        """Dead messages of ``queue`` (or of every queue), oldest first in each queue,
+        after applying the retention policy."""
+        return _page(self._dead(self._scope(queue), reason, task_name), offset, limit)
 
     def _dead(
-        self, queue: str | None, reason: str | None, task_name: str | None
+        self, scope: list[str], reason: str | None, task_name: str | None
     ) -> Iterator[MessageInfo]:
-        for q in [self.check_queue(queue)] if queue else self.known_queues:
+        wanted = None if reason is None else parse_reason(reason)
+        for q in scope:
+            self.store.trim_dead(q, self.store.retention)
             for info in self._all(q, State.DEAD):
-                if (reason is None or info.dead_reason == reason) and (
+                if (wanted is None or info.dead_reason == wanted) and (
                     task_name is None or info.task_name == task_name
                 ):
                     yield info
 
     def retry_dead(
         self,
-        queue: str | None = None,
-        message_ids: list[str] | None = None,
+        queue: QueueScope = None,
+        message_ids: Iterable[str] | None = None,
         reason: str | None = None,
         task_name: str | None = None,
         to_queue: str | None = None,
         priority: int | None = None,
     ) -> int:
-        """Replay dead messages (the given ids, else all matching the filters) to their
-        queue or ``to_queue``, at their priority or ``priority``; return how many."""
+        """Replay dead messages — the given ids (message or task ids), else every one
+        matching the filters — each to its own queue or ``to_queue``, at its priority or
+        ``priority``, delivery count reset; return how many were replayed.
+
+        Each replay is atomic (never both dead and queued). Every id and option is
+        checked before the first replay, so bad input changes nothing."""
         new_priority = None if priority is None else normalize_priority(priority)
-        if message_ids:
-            targets = [self.find(mid, [queue] if queue else None) for mid in message_ids]
-            for info in targets:
+        if to_queue is not None:
+            self.check_queue(to_queue)
+        scope = self._scope(queue)
+        ids = list(message_ids or [])
+        if ids:
+            targets = [self.find(mid, scope) for mid in ids]
+            for mid, info in zip(ids, targets, strict=True):
                 if info.state != State.DEAD:
-                    raise MessageNotFound(f"message {info.message_id!r} is not dead")
+                    raise MessageNotFound(f"message {mid!r} is {info.state.value}, not dead")
         else:
-            targets = list(self._dead(queue, reason, task_name))
+            targets = list(self._dead(scope, reason, task_name))
         return sum(
             self.store.replay(info.queue, info.message_id, to_queue, new_priority)
             for info in targets
         )
 
-    def purge_dead(self, queue: str | None = None) -> int:
-        return sum(
-            self.store.purge(q, State.DEAD)
-            for q in ([self.check_queue(queue)] if queue else self.known_queues)
-        )
+    def purge_dead(self, queue: QueueScope = None) -> int:
+        """Delete the dead messages of ``queue`` (or of every queue); return how many."""
+        return sum(self.store.purge(q, State.DEAD) for q in self._scope(queue))
 
-    def bury_message(
-        self, queue: str, message: dict[str, Any], dead: DeadLetter, failure: Mapping[str, Any]
-    ) -> str:
-        """Seal a kombu message and its failure record and store them as dead; return the id."""
+    def bury_task(
+        self,
+        queue: str,
+        message: dict[str, Any],
+        dead: DeadLetter,
+        failure: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> tuple[str, State | None]:
+        """Set a task aside as dead with its failure record, sealed with the key ring.
+
+        ``message_id`` names the message in the store (a new id when None): if the
+        queue still holds it, it moves to dead in place (keeping the original payload);
+        otherwise ``message`` (a kombu message dict) is sealed and stored as dead under
+        that id. Returns the id and the state the message was in before (see
+        :meth:`~tq_kombu.store.base.Store.bury_payload`)."""
         properties = message["properties"]
-        message_id = properties.setdefault("delivery_tag", uuid.uuid4().hex)
+        message_id = message_id or str(properties.get("delivery_tag") or uuid.uuid4().hex)
+        properties["delivery_tag"] = message_id
         headers = message.get("headers") or {}
-        sealed_failure = self.envelope.seal_record(message_id, dict(failure))
-        self.store.bury_payload(
+        sealed_failure = self.envelope.seal_record(message_id, dict(failure)) if failure else b""
+        before = self.store.bury_payload(
             queue,
             NewMessage(
                 message_id=message_id,
@@ -293,9 +373,17 @@ class Admin:
                 task_name=str(headers.get("task") or ""),
                 task_id=str(headers.get("id") or ""),
             ),
-            DeadLetter(dead.reason, dead.detail, sealed_failure, dead.hostname),
+            DeadLetter(
+                dead.reason,
+                dead.detail,
+                sealed_failure,
+                dead.hostname,
+                attempts=dead.attempts,
+                delivery_count=dead.delivery_count,
+                first_seen=dead.first_seen,
+            ),
         )
-        return str(message_id)
+        return message_id, before
 
 
 def parse_state(state: State | str) -> State:
@@ -306,6 +394,15 @@ def parse_state(state: State | str) -> State:
         raise ConfigurationError(f"unknown state {state!r}: use one of {choices}") from None
 
 
+def parse_reason(reason: str) -> str:
+    """A dead-letter reason tq records (a bad filter raises ConfigurationError)."""
+    try:
+        return DeadReason(reason).value
+    except ValueError:
+        choices = ", ".join(r.value for r in DeadReason)
+        raise ConfigurationError(f"unknown reason {reason!r}: use one of {choices}") from None
+
+
 def envelope_header(payload: bytes) -> dict[str, Any]:
     """What the stored envelope says in clear: version, compression, key id, size."""
     if len(payload) < 3:
@@ -313,6 +410,7 @@ def envelope_header(payload: bytes) -> dict[str, Any]:
     compression = {0: "none", 1: "zlib", 2: "zstd"}.get(payload[1], f"unknown ({payload[1]})")
     header: dict[str, Any] = {
         "version": payload[0],
+        "encrypted": payload[0] == 2,
         "compression": compression,
         "bytes": len(payload),
     }

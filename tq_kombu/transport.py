@@ -37,6 +37,8 @@ from .store.base import (
 
 logger = logging.getLogger(__name__)
 HOSTNAME = socket.gethostname()
+#: The message property telling a task's request where its message lives in the store.
+DELIVERY_PROPERTY = "tq_delivery"
 
 #: Transport options the store reads (the others configure the channel).
 STORE_OPTIONS = (
@@ -276,6 +278,14 @@ class Channel(virtual.Channel):
         tag = f"{self.consumer_id}.{next(self._tags)}"
         message["properties"]["delivery_tag"] = tag
         message["properties"]["priority"] = delivery.priority
+        # Where the message lives in the store, for the extension's dead letters (Celery
+        # hands the properties to the task's request, in pool processes too).
+        message["properties"][DELIVERY_PROPERTY] = {
+            "queue": lease.queue,
+            "message_id": lease.message_id,
+            "delivery_count": delivery.delivery_count,
+            "first_seen": delivery.created_at,
+        }
         message["redelivered"] = delivery.delivery_count > 1
         self.connection.hold(tag, lease)
         return message
@@ -305,6 +315,13 @@ class Channel(virtual.Channel):
         else:
             settled = self.store.release(lease)
         if not settled and action != "release":
+            info = self.store.info(lease.queue, lease.message_id)
+            if info is not None and info.state == State.DEAD:
+                # set aside by the extension while held (a task that failed for good)
+                logger.debug(
+                    "tq: message %s was set aside as dead before its %s", lease.message_id, action
+                )
+                return
             logger.warning(
                 "tq: could not %s message %s in queue %r: its lease had expired and it was "
                 "handed out again (raise lease_seconds if workers stall)",
