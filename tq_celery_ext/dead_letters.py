@@ -100,7 +100,7 @@ class FailureRecorder:
             # time limit): what the signal carries is all there is.
             if sender.acks_late and not _acks_on_timeout(sender):
                 return  # the message is requeued and runs again
-            request = Context(id=task_id, args=args, kwargs=kwargs)
+            request = Context(id=task_id, args=args, kwargs=kwargs, called_directly=False)
         if request.is_eager or request.called_directly:
             return
         try:
