@@ -1084,3 +1084,20 @@ def test_queues_lists_every_queue_holding_a_message_in_any_state(store: Store) -
     assert store.ack(in_flight.lease)
     assert store.cancel("emails", "ready")
     assert store.queues() == ["graveyard", "reports", "waiting-room"]
+
+
+def test_replay_many_replays_each_dead_message_once_in_batches(store: Store) -> None:
+    # Given 520 dead messages (more than one batch) and one ready message
+    for i in range(520):
+        store.bury_payload("default", message(f"d{i:03}"), DeadLetter(DeadReason.FAILED))
+    store.enqueue("default", message("ready"))
+    # When all of them, an unknown id, a repeated id and the ready one are replayed
+    wanted = [f"d{i:03}" for i in range(520)] + ["d000", "no-such-id", "ready"]
+    assert store.replay_many("default", wanted, priority=Priority.HIGH) == 520
+    # Then each dead message is ready once, at the new priority
+    assert store.counts("default") == QueueCounts(ready=521)
+    assert {m.priority for m in store.list_messages("default", State.READY, limit=600)} == {
+        Priority.HIGH,
+        Priority.NORMAL,
+    }
+    assert store.replay_many("default", ["d000"]) == 0

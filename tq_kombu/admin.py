@@ -335,9 +335,11 @@ class Admin:
                     raise MessageNotFound(f"message {mid!r} is {info.state.value}, not dead")
         else:
             targets = list(self._dead(scope, reason, task_name))
+        by_queue: dict[str, list[str]] = {}
+        for info in targets:
+            by_queue.setdefault(info.queue, []).append(info.message_id)
         return sum(
-            self.store.replay(info.queue, info.message_id, to_queue, new_priority)
-            for info in targets
+            self.store.replay_many(q, ids, to_queue, new_priority) for q, ids in by_queue.items()
         )
 
     def purge_dead(self, queue: QueueScope = None) -> int:

@@ -254,6 +254,17 @@ class Store(ABC):
         dropped; False (and nothing changes) if it is not dead or ``to_queue`` already
         holds a message with its id."""
 
+    def replay_many(
+        self,
+        queue: str,
+        message_ids: Iterable[str],
+        to_queue: str | None = None,
+        priority: int | None = None,
+    ) -> int:
+        """:meth:`replay` each of ``message_ids`` (each atomically, in batches where the
+        store can); return how many were replayed."""
+        return sum(self.replay(queue, mid, to_queue, priority) for mid in message_ids)
+
     @abstractmethod
     def trim_dead(self, queue: str, policy: RetentionPolicy) -> int:
         """Drop the queue's dead messages beyond the policy, oldest first; return how many."""

@@ -264,6 +264,29 @@ class RedisStore(Store):
         new_priority = "" if priority is None else normalize_priority(priority)
         return bool(self._run("replay", source + target, [message_id, new_priority]))
 
+    def replay_many(
+        self,
+        queue: str,
+        message_ids: Iterable[str],
+        to_queue: str | None = None,
+        priority: int | None = None,
+    ) -> int:
+        """One replay.lua call per message, sent in pipelined batches of 500."""
+        from ..priority import normalize_priority
+
+        keys = self._keys(queue, "dead", "meta", "bodies")
+        keys += self._keys(to_queue or queue, "ready", "meta", "bodies", "seq", "marker")
+        new_priority = "" if priority is None else normalize_priority(priority)
+        script = self._script("replay")
+        ids = list(message_ids)
+        replayed = 0
+        for start in range(0, len(ids), 500):
+            with _translated(), self.client.pipeline(transaction=False) as pipe:
+                for message_id in ids[start : start + 500]:
+                    script(keys=keys, args=[message_id, new_priority], client=pipe)
+                replayed += sum(int(done) for done in pipe.execute())
+        return replayed
+
     def trim_dead(self, queue: str, policy: RetentionPolicy) -> int:
         cutoff_ms = int((time.time() - policy.ttl_seconds) * 1000)
         keys = self._keys(queue, "dead", "meta", "bodies")

@@ -797,26 +797,51 @@ class SQLiteStore(Store):
         self, queue: str, message_id: str, to_queue: str | None = None, priority: int | None = None
     ) -> bool:
         """Move a dead message back to ready, delivery count reset, in one transaction."""
+        return self.replay_many(queue, [message_id], to_queue, priority) == 1
+
+    def replay_many(
+        self,
+        queue: str,
+        message_ids: Iterable[str],
+        to_queue: str | None = None,
+        priority: int | None = None,
+    ) -> int:
+        """Replay dead messages in transactions of up to 500 (each message moves whole)."""
         new_priority = None if priority is None else normalize_priority(priority)
         target = to_queue or queue
-        with self._write("replay") as conn:
-            if (
-                target != queue
-                and conn.execute(
-                    "SELECT 1 FROM messages WHERE queue = ? AND id = ?", (target, message_id)
-                ).fetchone()
-            ):
-                return False
-            seq = self._take_seqs(conn, 1)
-            cursor = conn.execute(
-                "UPDATE OR FAIL messages SET state = 'ready', queue = ?, "
-                "priority = COALESCE(?, priority), seq = ?, delivery_count = 0, "
-                "dead_reason = NULL, dead_detail = NULL, dead_at = NULL, hostname = NULL, "
-                "failure = NULL, attempts = NULL, lease_until = NULL, lease_token = NULL "
-                "WHERE queue = ? AND id = ? AND state = 'dead'",
-                (target, new_priority, seq, queue, message_id),
-            )
-            return cursor.rowcount > 0
+        ids = list(dict.fromkeys(message_ids))
+        replayed = 0
+        for start in range(0, len(ids), 500):
+            with self._write("replay") as conn:
+                for message_id in ids[start : start + 500]:
+                    replayed += self._replay_one(conn, queue, message_id, target, new_priority)
+        return replayed
+
+    def _replay_one(
+        self,
+        conn: sqlite3.Connection,
+        queue: str,
+        message_id: str,
+        target: str,
+        priority: int | None,
+    ) -> int:
+        if (
+            target != queue
+            and conn.execute(
+                "SELECT 1 FROM messages WHERE queue = ? AND id = ?", (target, message_id)
+            ).fetchone()
+        ):
+            return 0
+        seq = self._take_seqs(conn, 1)
+        cursor = conn.execute(
+            "UPDATE OR FAIL messages SET state = 'ready', queue = ?, "
+            "priority = COALESCE(?, priority), seq = ?, delivery_count = 0, "
+            "dead_reason = NULL, dead_detail = NULL, dead_at = NULL, hostname = NULL, "
+            "failure = NULL, attempts = NULL, lease_until = NULL, lease_token = NULL "
+            "WHERE queue = ? AND id = ? AND state = 'dead'",
+            (target, priority, seq, queue, message_id),
+        )
+        return int(cursor.rowcount > 0)
 
     def trim_dead(self, queue: str, policy: RetentionPolicy) -> int:
         with self._write("trim_dead") as conn:
