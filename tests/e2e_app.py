@@ -77,3 +77,32 @@ def dies_once(label: str) -> str:
         os._exit(1)
     record(f"survived {label}")
     return label
+
+
+# -- tasks of tests/test_e2e_worker.py ---------------------------------------------
+
+
+@app.task
+def stamp(label: str) -> str:
+    """Record the label with the Unix time the task ran at."""
+    record(f"{label} {time.time():.3f}")
+    return label
+
+
+@app.task
+def block(label: str, seconds: float) -> str:
+    """Keep a worker process busy; acknowledged early (when it starts), unlike ``slow``."""
+    record(f"start {label}")
+    time.sleep(seconds)
+    record(f"done {label}")
+    return label
+
+
+@app.task(bind=True, max_retries=5)
+def retried(self: object, label: str) -> str:
+    """Fail twice with ``self.retry(countdown=1)``; record each attempt and its time."""
+    attempt = self.request.retries + 1  # type: ignore[attr-defined]
+    record(f"attempt {label} {attempt} {time.time():.3f}")
+    if attempt < 3:
+        raise self.retry(countdown=1)  # type: ignore[attr-defined]
+    return label
