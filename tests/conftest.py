@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,7 +121,14 @@ def store_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
+def memory_url() -> str:
+    """A memory store of its own (this process only), for the Store contract."""
+    return f"memory://{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """An empty store of each kind, the reference memory store included."""
+    opened = open_store(str(request.getfixturevalue(f"{request.param}_url")))
     yield opened
     opened.close()

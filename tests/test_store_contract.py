@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tq_kombu.errors import PriorityError
 from tq_kombu.priority import Priority
-from tq_kombu.store import Store
+from tq_kombu.store import Store, open_store
 from tq_kombu.store.base import (
     Binding,
     DeadLetter,
@@ -814,9 +814,10 @@ print(json.dumps(taken), flush=True)
 
 
 def test_consumer_processes_fetching_concurrently_get_every_message_exactly_once(
-    store: Store, store_url: str
+    store_url: str,
 ) -> None:
-    # Given 300 messages over two queues and three priorities
+    # Given 300 messages over two queues and three priorities (stores shared by processes)
+    store = open_store(store_url)
     total = 300
     for index in range(total):
         store.enqueue("jobs" if index % 3 else "chores", message(f"m{index}", index % 3))
@@ -858,6 +859,7 @@ def test_consumer_processes_fetching_concurrently_get_every_message_exactly_once
     assert sorted(taken) == sorted(f"m{index}" for index in range(total))
     assert store.counts("jobs") == QueueCounts()
     assert store.counts("chores") == QueueCounts()
+    store.close()
 
 
 # -- dead letters: records, replay, retention ------------------------------------------

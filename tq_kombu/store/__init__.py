@@ -11,7 +11,8 @@ __all__ = ["Store", "open_store"]
 
 
 def open_store(url: str, **options: Any) -> Store:
-    """Open the store a URL names: ``redis://``, ``rediss://`` or ``sqlite:///path``."""
+    """Open the store a URL names: ``redis://``, ``rediss://``, ``sqlite:///path`` or
+    ``memory://[name]`` (this process only: tests)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("redis", "rediss"):
         from .redis import RedisStore
@@ -21,6 +22,10 @@ def open_store(url: str, **options: Any) -> Store:
         from .sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url, **options)
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore.from_url(url, **options)
     raise ConfigurationError(
         f"tq cannot store on {url!r}: use redis://host:port/db, rediss://... "
         "or sqlite:///path/to/queue.db (with the tq+ prefix in broker_url)"
