@@ -11,8 +11,12 @@ __all__ = ["Store", "open_store"]
 
 
 def open_store(url: str, **options: Any) -> Store:
-    """Open the store a URL names: ``redis://``, ``rediss://`` or ``sqlite:///path``."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    """Open the store a URL names: ``redis://``, ``rediss://`` or ``sqlite:///path``
+    (checked first: see :mod:`tq_kombu.urls`)."""
+    from ..urls import check_store_url
+
+    check_store_url(url)
+    scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss"):
         from .redis import RedisStore
 

@@ -19,6 +19,7 @@ import redis
 from redis.commands.core import Script
 
 from ..errors import ConfigurationError, StoreError, StoreUnavailable
+from ..options import OPTIONS, check_option, names
 from .base import (
     Binding,
     DeadLetter,
@@ -46,9 +47,8 @@ STATE_KEYS = {
     State.DEAD: "dead",
     State.WAITING: "waiting",
 }
+#: redis-py options taken as they are: TLS ones come from Celery's broker_use_ssl.
 REDIS_OPTIONS = (
-    "socket_timeout",
-    "socket_connect_timeout",
     "ssl_cert_reqs",
     "ssl_ca_certs",
     "ssl_certfile",
@@ -96,17 +96,23 @@ class RedisStore(Store):
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         """Open ``redis://[user:password@]host[:port][/db]`` or ``rediss://...`` (TLS).
 
-        Recognised options: ``key_prefix`` and the redis-py connection options
-        listed in ``REDIS_OPTIONS``; others are ignored (they belong to the transport).
+        Recognised options: the ``redis`` ones of :data:`tq_kombu.options.OPTIONS`
+        (``key_prefix``, timeouts), the redis-py connection options listed in
+        ``REDIS_OPTIONS`` and the dead-letter retention; others are ignored (they belong
+        to the transport).
         """
         kwargs = {k: v for k, v in options.items() if k in REDIS_OPTIONS and v is not None}
+        for name in names("redis"):
+            passed_as = OPTIONS[name].passed_as
+            if passed_as and options.get(name) is not None:
+                kwargs[passed_as] = check_option(name, options[name])
         try:
             client = redis.Redis.from_url(url, health_check_interval=10, **kwargs)
         except ValueError as exc:
             raise ConfigurationError(f"cannot use Redis URL {url!r}: {exc}") from exc
         return cls(
             client,
-            key_prefix=str(options.get("key_prefix") or "tq"),
+            key_prefix=check_option("key_prefix", options.get("key_prefix") or "tq"),
             retention=retention_from_options(options),
         )
 
