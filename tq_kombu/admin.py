@@ -228,8 +228,7 @@ class Admin:
         type, message, traceback) — or ``message`` saying why it could not be decrypted.
         """
         info = self.find(message_or_task_id, queues)
-        shown: dict[str, Any] = {k: v for k, v in asdict(info).items() if v is not None}
-        shown["state"] = info.state.value
+        shown = message_fields(info)
         payload = self.store.payload(info.queue, info.message_id) or b""
         shown["envelope"] = envelope_header(payload)
         if raw:
@@ -382,6 +381,13 @@ class Admin:
             ),
         )
         return message_id, before
+
+
+def message_fields(info: MessageInfo) -> dict[str, Any]:
+    """A message's metadata as plain JSON-ready fields (the names of MessageInfo)."""
+    fields = asdict(info)
+    fields["state"] = info.state.value
+    return fields
 
 
 def parse_state(state: State | str) -> State:
