@@ -96,9 +96,7 @@ def test_the_settings_only_sqlite_form_publishes_into_the_file_not_to_redis(
 
 
 @pytest.mark.parametrize("form", ["tq+redis", "redis"])
-def test_redis_urls_keep_their_host_port_password_and_database(
-    tmp_path: Path, form: str
-) -> None:
+def test_redis_urls_keep_their_host_port_password_and_database(tmp_path: Path, form: str) -> None:
     # Given a private redis-server with a password
     server = RedisServer(tmp_path / "redis")
     server.start()

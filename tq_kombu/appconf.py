@@ -97,13 +97,16 @@ def check_worker_setup(
             transport.store.close()
             connection.release()
     except TQError as exc:
-        url = shown(str(app.conf.broker_read_url or app.conf.broker_url))
-        hint = (
-            f"is the store at {url!r} up? set broker_connection_retry_on_startup=True to "
-            "wait for it"
-            if isinstance(exc, StoreUnavailable)
-            else f"broker {url!r}: check broker_url and broker_transport_options"
-        )
+        written = app.conf.broker_read_url or app.conf.broker_url
+        url = shown(str(written)) if written else ""
+        if isinstance(exc, StoreUnavailable):
+            hint = (
+                f"is the store at {url!r} up? set broker_connection_retry_on_startup=True "
+                "to wait for it"
+            )
+        else:
+            hint = f"broker {url!r}: " if url else ""
+            hint += "check broker_url and broker_transport_options"
         sys.stderr.write(f"error: tq cannot start: {exc}\n  ({hint})\n")
         sys.stderr.flush()
         raise SystemExit(EXIT_SETUP) from None
