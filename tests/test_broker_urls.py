@@ -19,6 +19,7 @@ from tq_kombu.store.sqlite import SQLiteStore
 from tq_kombu.transport import Transport
 
 from .conftest import RedisServer
+from .workers import Worker, wait_for
 
 TRANSPORT = "tq_kombu.transport:Transport"
 QUEUE = Queue("urls", Exchange("urls", "direct"), routing_key="urls")
@@ -200,3 +201,38 @@ def test_celery_app_config_reaches_the_same_store_as_a_tq_url(in_tmp: Path) -> N
             store_of(conn).ping()
         app.close()
     assert os.path.exists(in_tmp / "same.db")
+
+
+@pytest.mark.e2e
+def test_a_worker_configured_by_settings_only_consumes_from_the_sqlite_file(
+    tmp_path: Path,
+) -> None:
+    # Given tasks published by an app that names the transport in settings (sqlite URL)
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    app = Celery("setup_app", set_as_current=False)
+    app.conf.update(broker_transport=TRANSPORT, broker_url=url)
+    for _ in range(3):
+        app.send_task("tests.setup_app.noop")
+    with app.connection_for_write() as conn:
+        store = store_of(conn)
+        assert store.counts("celery").ready == 3
+        # When a real worker starts with the same settings
+        env = {
+            **os.environ,
+            "TQ_SETUP_URL": url,
+            "TQ_SETUP_TRANSPORT": TRANSPORT,
+            "PYTHONWARNINGS": "ignore",
+        }
+        worker = Worker("tests.setup_app", env, tmp_path / "worker.log")
+        try:
+            worker.start("-P", "solo", "--without-mingle", "--without-gossip")
+            # Then it runs them from that file
+            wait_for(
+                lambda: store.counts("celery").ready + store.counts("celery").inflight == 0,
+                30,
+                "the worker to consume the three tasks",
+            )
+            wait_for(lambda: worker.output().count("succeeded") == 3, 10, "three successes")
+        finally:
+            worker.stop()
+    app.close()
