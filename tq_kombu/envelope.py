@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kombu.utils.json import dumps, loads
 
 from .errors import ConfigurationError, TQError
-from .keyring import KeyRing
+from .keyring import KeyRing, keyring_from_options
 
 PLAIN = 1
 ENCRYPTED = 2
@@ -185,3 +186,13 @@ def _json(data: bytes) -> Any:
         return loads(data)
     except ValueError as exc:
         raise EnvelopeError(f"payload is not a valid message: {exc}") from exc
+
+
+def envelope_from_settings(settings: Mapping[str, Any]) -> Envelope:
+    """The envelope that checked transport options configure (see
+    :func:`tq_kombu.options.settings`): key ring and compression."""
+    return Envelope(
+        keyring_from_options(settings),
+        compress_min_bytes=int(settings["compress_min_bytes"]),
+        compression=str(settings["compression"]),
+    )

@@ -18,9 +18,9 @@ from typing import Any
 
 from kombu.transport import virtual
 
-from .envelope import Envelope, EnvelopeError
+from . import options as tq_options
+from .envelope import Envelope, EnvelopeError, envelope_from_settings
 from .errors import StoreError, StoreUnavailable
-from .keyring import keyring_from_options
 from .lease import LeaseKeeper
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
 from .store import Store, open_store
@@ -34,20 +34,16 @@ from .store.base import (
     NewMessage,
     State,
 )
+from .urls import broker_url_of
+from .urls import store_url as checked_store_url
 
 logger = logging.getLogger(__name__)
 HOSTNAME = socket.gethostname()
 #: The message property telling a task's request where its message lives in the store.
 DELIVERY_PROPERTY = "tq_delivery"
 
-#: Transport options the store reads (the others configure the channel).
-STORE_OPTIONS = (
-    "key_prefix",
-    "poll_interval_seconds",
-    "busy_timeout_seconds",
-    "dead_letter_ttl_seconds",
-    "dead_letter_max_per_queue",
-)
+#: Transport options the store reads (the others configure the channel and the envelope).
+STORE_OPTIONS = tq_options.names(*tq_options.STORE_LAYERS)
 
 
 def parse_eta(headers: dict[str, Any]) -> float | None:
@@ -102,14 +98,15 @@ class Channel(virtual.Channel):
     QoS = QoS
     connection: Transport
 
+    # Defaults and checks of these options: tq_kombu.options.OPTIONS.
     #: Seconds a delivered message stays leased without renewal; renewed every third.
-    lease_seconds: float = 30.0
+    lease_seconds: float = tq_options.OPTIONS["lease_seconds"].default
     #: Deliveries after which a message is set aside as dead (reason ``max_deliveries``).
-    max_deliveries: int = 5
+    max_deliveries: int = tq_options.OPTIONS["max_deliveries"].default
     #: Most messages fetched in one round trip when prefetch is unlimited.
-    fetch_batch_max: int = 100
+    fetch_batch_max: int = tq_options.OPTIONS["fetch_batch_max"].default
     #: Longest single blocking wait in seconds before fetching again anyway.
-    wait_timeout_seconds: float = 1.0
+    wait_timeout_seconds: float = tq_options.OPTIONS["wait_timeout_seconds"].default
 
     default_priority = DEFAULT_PRIORITY
     min_priority = 0
@@ -117,15 +114,17 @@ class Channel(virtual.Channel):
     supports_fanout = True
     do_restore = True
 
-    from_transport_options = virtual.Channel.from_transport_options + (  # type: ignore[assignment]
-        "lease_seconds",
-        "max_deliveries",
-        "fetch_batch_max",
-        "wait_timeout_seconds",
+    from_transport_options = (
+        virtual.Channel.from_transport_options + tq_options.names("channel")  # type: ignore[assignment]
     )
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
+        # kombu copied the raw values of from_transport_options: use the checked ones
+        given = getattr(connection.client, "transport_options", None) or {}
+        for name in tq_options.names("channel"):
+            if given.get(name) is not None:
+                setattr(self, name, connection.settings[name])
         self.consumer_id = uuid.uuid4().hex[:16]
         self._tags: Iterator[int] = count(1)
         self._expires_seconds: dict[str, float] = {}
@@ -341,8 +340,10 @@ class Transport(virtual.Transport):
 
     #: No sleep between polls: waits block in the store instead.
     polling_interval = None  # type: ignore[assignment]
-    default_port = 6379  # type: ignore[assignment]
     driver_name = "tq"
+    #: kombu hands over the whole URL as the hostname instead of parsing it (and filling
+    #: in localhost:6379 where a part is missing): see :mod:`tq_kombu.urls`.
+    can_parse_url = True
 
     implements = virtual.Transport.implements.extend(
         asynchronous=False,
@@ -353,46 +354,35 @@ class Transport(virtual.Transport):
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        options = client.transport_options or {}
-        self.envelope = Envelope(
-            keyring_from_options(options),
-            compress_min_bytes=int(options.get("compress_min_bytes", 1024)),
-            compression=str(options.get("compression", "zlib")),
-        )
-        self.store = open_store(self.store_url(client), **self._store_options(client, options))
+        url = self.store_url(client)
+        #: Every tq option, checked, defaults filled in (see tq_kombu.options).
+        self.settings = tq_options.settings(client.transport_options)
+        self.envelope: Envelope = envelope_from_settings(self.settings)
+        self.store = open_store(url, **self._store_options(client, self.settings))
         self.driver_type = self.store.driver_type
         self.implements = self.implements.extend(asynchronous=self.store.driver_type == "redis")
-        self.lease_keeper = LeaseKeeper(
-            self.store, float(options.get("lease_seconds", Channel.lease_seconds))
-        )
+        self.lease_keeper = LeaseKeeper(self.store, float(self.settings["lease_seconds"]))
         self.lease_keeper.periodic.append(self._refresh_bindings)
         self._kept_bindings: dict[Binding, float] = {}
         #: Leases of the messages this process holds, by kombu delivery tag.
         self._leases: dict[str, Lease] = {}
         self._event_loop: Any = None
 
-    @staticmethod
-    def store_url(client: Any) -> str:
-        """The store URL: kombu hands ``tq+redis://...`` over whole as the hostname,
-        and splits a plain ``redis://`` or ``sqlite:///`` URL into its parts."""
-        hostname = client.hostname or ""
-        if "://" in hostname:
-            return str(hostname)
-        if hostname:
-            scheme = "rediss" if client.ssl else "redis"
-            auth = ""
-            if client.password:
-                auth = f"{client.userid or ''}:{client.password}@"
-            vhost = str(client.virtual_host or "0").strip("/") or "0"
-            return f"{scheme}://{auth}{hostname}:{client.port or 6379}/{vhost}"
-        path = client.virtual_host
-        if not path or path == "/":
-            path = "tq.sqlite3"
-        return f"sqlite:///{path}"
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # no default hostname or port: a URL without a host is an error, never localhost
+        return {}
 
     @staticmethod
-    def _store_options(client: Any, options: dict[str, Any]) -> dict[str, Any]:
-        selected = {k: v for k, v in options.items() if k in STORE_OPTIONS}
+    def store_url(client: Any) -> str:
+        """The store URL of a kombu Connection, checked: ``tq+redis://...`` (kombu hands
+        over ``redis://...`` with ``uri_prefix="tq"``) or, in the settings-only form, the
+        plain ``redis://``, ``rediss://`` or ``sqlite:///`` URL."""
+        return checked_store_url(broker_url_of(client))
+
+    @staticmethod
+    def _store_options(client: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        selected = {k: v for k, v in settings.items() if k in STORE_OPTIONS}
         if isinstance(client.ssl, dict):
             selected.update(client.ssl)
         return selected

@@ -12,8 +12,11 @@ __all__ = ["Store", "open_store"]
 
 def open_store(url: str, **options: Any) -> Store:
     """Open the store a URL names: ``redis://``, ``rediss://``, ``sqlite:///path`` or
-    ``memory://[name]`` (this process only: tests)."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    ``memory://[name]`` (this process only: tests), checked first (see :mod:`tq_kombu.urls`)."""
+    from ..urls import check_store_url
+
+    check_store_url(url)
+    scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss"):
         from .redis import RedisStore
 

@@ -2,6 +2,13 @@
 
 Every key of one queue shares the hash tag ``{<prefix>:<queue>}`` so that a queue's
 scripts touch one cluster slot. Atomic operations are Lua scripts in ``lua/``.
+
+Key names (see :func:`prefix_in_keys`): ``{<prefix>:<queue>}:<part>`` for a queue's
+keys, ``<prefix>:bindings:<exchange>`` and ``<prefix>:workers``. The prefix is written
+as it is when it holds only letters, digits, ``_``, ``.``, ``-`` and ``~`` (``tq``, the
+default), and percent-encoded otherwise; so it never holds ``:`` and two prefixes never
+share a key, whatever the queue names (``tq`` + queue ``staging:emails`` and
+``tq:staging`` + queue ``emails`` are different queues).
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import redis
 from redis.commands.core import Script
 
 from ..errors import ConfigurationError, StoreError, StoreUnavailable
+from ..options import OPTIONS, check_option, names
 from .base import (
     Binding,
     DeadLetter,
@@ -46,9 +55,8 @@ STATE_KEYS = {
     State.DEAD: "dead",
     State.WAITING: "waiting",
 }
+#: redis-py options taken as they are: TLS ones come from Celery's broker_use_ssl.
 REDIS_OPTIONS = (
-    "socket_timeout",
-    "socket_connect_timeout",
     "ssl_cert_reqs",
     "ssl_ca_certs",
     "ssl_certfile",
@@ -89,6 +97,7 @@ class RedisStore(Store):
         self.client: Any = client
         self.retention = retention or RetentionPolicy()
         self.key_prefix = key_prefix
+        self._prefix = prefix_in_keys(key_prefix)
         self._scripts: dict[str, Script] = {}
         self._key_cache: dict[str, dict[str, str]] = {}
 
@@ -96,17 +105,23 @@ class RedisStore(Store):
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         """Open ``redis://[user:password@]host[:port][/db]`` or ``rediss://...`` (TLS).
 
-        Recognised options: ``key_prefix`` and the redis-py connection options
-        listed in ``REDIS_OPTIONS``; others are ignored (they belong to the transport).
+        Recognised options: the ``redis`` ones of :data:`tq_kombu.options.OPTIONS`
+        (``key_prefix``, timeouts), the redis-py connection options listed in
+        ``REDIS_OPTIONS`` and the dead-letter retention; others are ignored (they belong
+        to the transport).
         """
         kwargs = {k: v for k, v in options.items() if k in REDIS_OPTIONS and v is not None}
+        for name in names("redis"):
+            passed_as = OPTIONS[name].passed_as
+            if passed_as and options.get(name) is not None:
+                kwargs[passed_as] = check_option(name, options[name])
         try:
             client = redis.Redis.from_url(url, health_check_interval=10, **kwargs)
         except ValueError as exc:
             raise ConfigurationError(f"cannot use Redis URL {url!r}: {exc}") from exc
         return cls(
             client,
-            key_prefix=str(options.get("key_prefix") or "tq"),
+            key_prefix=check_option("key_prefix", options.get("key_prefix") or "tq"),
             retention=retention_from_options(options),
         )
 
@@ -115,7 +130,7 @@ class RedisStore(Store):
         """The key names of one queue, all under one hash tag."""
         keys = self._key_cache.get(queue)
         if keys is None:
-            tag = "{" + f"{self.key_prefix}:{queue}" + "}"
+            tag = "{" + f"{self._prefix}:{queue}" + "}"
             keys = {name: f"{tag}:{name}" for name in QUEUE_KEYS}
             self._key_cache[queue] = keys
         return keys
@@ -322,7 +337,7 @@ class RedisStore(Store):
     def queues(self) -> list[str]:
         """Queues with a metadata hash (Redis deletes a hash with its last field), found
         with SCAN: an administrative call, not a hot path."""
-        head = "{" + f"{self.key_prefix}:"
+        head = "{" + f"{self._prefix}:"
         tail = "}:meta"
         pattern = _glob_escape(head) + "*" + _glob_escape(tail)
         found = set()
@@ -429,7 +444,7 @@ class RedisStore(Store):
 
     # -- bindings ----------------------------------------------------------
     def _bindings_key(self, exchange: str) -> str:
-        return f"{self.key_prefix}:bindings:{exchange}"
+        return f"{self._prefix}:bindings:{exchange}"
 
     @staticmethod
     def _binding_field(binding: Binding) -> str:
@@ -468,10 +483,10 @@ class RedisStore(Store):
         now = time.time()
         beat = json.dumps({"seen": now, "expires": now + ttl_seconds, "info": info})
         with _translated():
-            self.client.hset(f"{self.key_prefix}:workers", worker, beat)
+            self.client.hset(f"{self._prefix}:workers", worker, beat)
 
     def workers(self) -> list[WorkerBeat]:
-        key = f"{self.key_prefix}:workers"
+        key = f"{self._prefix}:workers"
         with _translated():
             entries = self.client.hgetall(key)
         now = time.time()
@@ -520,6 +535,12 @@ def _dead_args(dead: DeadLetter | None) -> list[str]:
     ]
 
 
+def prefix_in_keys(key_prefix: str) -> str:
+    """``key_prefix`` as key names hold it: unchanged if it has only letters, digits,
+    ``_.-~``, percent-encoded otherwise (so it holds no ``:``, ``{`` or ``}``)."""
+    return quote(key_prefix, safe="")
+
+
 def _glob_escape(text: str) -> str:
     """``text`` matched literally in a Redis SCAN pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
@@ -530,4 +551,4 @@ def _ms_or_empty(timestamp: float | None) -> str:
     return "" if timestamp is None else str(int(timestamp * 1000))
 
 
-__all__ = ["RedisStore", "QUEUE_KEYS"]
+__all__ = ["RedisStore", "QUEUE_KEYS", "prefix_in_keys"]

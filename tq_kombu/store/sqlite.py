@@ -25,10 +25,11 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from ..errors import ConfigurationError, StoreError
+from ..options import check_option, names
 from ..priority import normalize_priority
+from ..urls import sqlite_path
 from .base import (
     Binding,
     DeadLetter,
@@ -145,7 +146,6 @@ _LIST_ORDER = {
 
 _QUEUED = "('ready', 'delayed', 'waiting')"
 _NEXT_SEQ = "(SELECT value + 1 FROM counters WHERE name = 'seq')"
-_SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 class _Connection(sqlite3.Connection):
@@ -170,47 +170,9 @@ if hasattr(os, "register_at_fork"):
 
 
 def path_from_url(url: str) -> str:
-    """The database path in a ``sqlite:///...`` URL (kombu/SQLAlchemy rule).
-
-    Everything after ``sqlite:///`` is the path, percent-decoded:
-    ``sqlite:///queue.db`` and ``sqlite:///data/queue.db`` are relative to the
-    working directory, ``sqlite:////var/lib/tq/queue.db`` (four slashes) is
-    absolute — which is what ``f"sqlite:///{absolute_path}"`` produces.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() != "sqlite":
-        raise ConfigurationError(
-            f"{url!r} is not a SQLite URL: use sqlite:///relative/path.db "
-            "or sqlite:////absolute/path.db"
-        )
-    if not rest.startswith("/"):
-        raise ConfigurationError(
-            f"SQLite URL {url!r} names a host ({rest.split('/', 1)[0]!r}); a SQLite store is a "
-            "local file: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
-    if "?" in rest or "#" in rest:
-        raise ConfigurationError(
-            f"SQLite URL {url!r} has a query or fragment: tq takes SQLite options as "
-            "transport options (broker_transport_options), not in the URL; "
-            "percent-encode '?' and '#' if they are part of the file name"
-        )
-    path = unquote(rest[1:])
-    if not path or path == ":memory:":
-        raise ConfigurationError(
-            f"SQLite URL {url!r} names no file: tq needs a database file that every worker "
-            "process can open, e.g. sqlite:///queue.db or sqlite:////var/lib/tq/queue.db"
-        )
-    return path
-
-
-def _positive_float(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from exc
-    if not number > 0:
-        raise ConfigurationError(f"{name} must be greater than 0 seconds, got {value!r}")
-    return number
+    """The database path in a ``sqlite:///...`` URL (see :func:`tq_kombu.urls.sqlite_path`):
+    ``sqlite:///queue.db`` is relative, ``sqlite:////var/lib/tq/queue.db`` absolute."""
+    return sqlite_path(url)
 
 
 class SQLiteStore(Store):
@@ -226,8 +188,9 @@ class SQLiteStore(Store):
     #: mode still loses nothing when a process crashes.
     synchronous: str = "FULL"
 
-    #: Options :meth:`from_url` takes; any other option is ignored.
-    options = ("poll_interval_seconds", "busy_timeout_seconds", "synchronous")
+    #: Options :meth:`from_url` takes (see :data:`tq_kombu.options.OPTIONS`); any other
+    #: option is ignored.
+    options = names("sqlite")
 
     def __init__(
         self,
@@ -240,21 +203,13 @@ class SQLiteStore(Store):
         """Open (lazily) the database at ``path``; a relative path is taken relative to
         the current working directory now, not when the file is first opened."""
         if poll_interval_seconds is not None:
-            self.poll_interval_seconds = _positive_float(
+            self.poll_interval_seconds = check_option(
                 "poll_interval_seconds", poll_interval_seconds
             )
         if busy_timeout_seconds is not None:
-            self.busy_timeout_seconds = _positive_float(
-                "busy_timeout_seconds", busy_timeout_seconds
-            )
+            self.busy_timeout_seconds = check_option("busy_timeout_seconds", busy_timeout_seconds)
         if synchronous is not None:
-            mode = str(synchronous).upper()
-            if mode not in _SYNCHRONOUS_MODES:
-                raise ConfigurationError(
-                    f"synchronous must be one of {', '.join(_SYNCHRONOUS_MODES)}, "
-                    f"got {synchronous!r}"
-                )
-            self.synchronous = mode
+            self.synchronous = check_option("synchronous", synchronous)
         self.path = os.path.abspath(os.fspath(path))
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -495,7 +450,7 @@ class SQLiteStore(Store):
         names = list(dict.fromkeys(queues))
         if max_deliveries < 1:
             raise ConfigurationError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
-        lease_seconds = _positive_float("lease_seconds", lease_seconds)
+        lease_seconds = check_option("lease_seconds", lease_seconds)
         if not names:
             return FetchResult([], False, None)
         skip = sorted(set(skip_task_names))
@@ -673,7 +628,7 @@ class SQLiteStore(Store):
         held = list(leases)
         if not held:
             return []
-        lease_seconds = _positive_float("lease_seconds", lease_seconds)
+        lease_seconds = check_option("lease_seconds", lease_seconds)
         lost: list[Lease] = []
         with self._write("renew") as conn:
             until = time.time() + lease_seconds
