@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any
 
-from .envelope import Envelope, EnvelopeError
+from .envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, EnvelopeError
 from .errors import ConfigurationError, MessageNotFound, TQError
 from .keyring import keyring_from_options
 from .priority import normalize_priority
@@ -122,6 +122,9 @@ class Admin:
                 keyring_from_options(self.transport_options),
                 compress_min_bytes=int(self.transport_options.get("compress_min_bytes", 1024)),
                 compression=str(self.transport_options.get("compression", "zlib")),
+                max_message_bytes=int(
+                    self.transport_options.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+                ),
             )
         return self._envelope
 
