@@ -41,9 +41,7 @@ def check_message(message: Any) -> None:
     if not isinstance(body, str):
         raise MalformedMessage(f"body is {_kind(body)}, not text")
     _check_body_encoding(body, properties.get("body_encoding"))
-    for field in ("content-type", "content-encoding"):
-        if not isinstance(message.get(field), str):
-            raise MalformedMessage(f"{field} is {_kind(message.get(field))}, not text")
+    _check_optional_text(message, ("content-type", "content-encoding"), "field")
     headers = message.get("headers")
     if not isinstance(headers, dict):
         raise MalformedMessage(f"headers is {_kind(headers)}, not a mapping")
