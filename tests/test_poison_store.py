@@ -37,6 +37,7 @@ SQLITE_DAMAGE: dict[str, tuple[str, object]] = {
     "blob delivery count": ("delivery_count", b"\x01"),
     "text payload": ("payload", "plain text"),
     "text created_at": ("created_at", "yesterday"),
+    "unknown state": ("state", "readyish"),
 }
 
 
@@ -164,12 +165,14 @@ def test_inspection_reads_corrupt_records_without_raising(store_url: str, store:
         store.enqueue(Q, message(kind))
         damage(store_url, kind, kind)
     store.enqueue(Q, message("good"))
-    # When an operator looks at the queue, Then every view answers
+    # When an operator looks at the queue, Then every view answers (a row of no known
+    # state shows in none of them until a fetch sets it aside)
+    queued = [kind for kind in kinds(store_url) if kind != "unknown state"]
     with Admin(store_url) as admin:
         [stats] = admin.stats([Q])
-        assert stats.ready == len(kinds(store_url)) + 1
+        assert stats.ready == len(queued) + 1
         listed = {m.message_id for m in admin.messages(Q)}
-        assert {"good", *kinds(store_url)} <= listed
+        assert {"good", *queued} <= listed
         for kind in kinds(store_url):
             admin.show(kind, [Q], raw=True)
     # And after a fetch they are dead letters, listed as such

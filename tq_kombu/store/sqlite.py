@@ -144,6 +144,20 @@ _LIST_ORDER = {
 }
 
 _QUEUED = "('ready', 'delayed', 'waiting')"
+
+
+def _unknown_states_sql() -> str:
+    """Rows of queue ?1 whose state is none of State's: one index range between each two
+    known states (text sorts after numbers, blobs after text), never a scan of the queue."""
+    known = sorted(state.value for state in State)
+    ranges = [f"state < '{known[0]}'", f"state > '{known[-1]}'"]
+    ranges += [f"state > '{a}' AND state < '{b}'" for a, b in zip(known, known[1:], strict=False)]
+    return " UNION ALL ".join(
+        f"SELECT rowid, state FROM messages WHERE queue = ?1 AND {r}" for r in ranges
+    )
+
+
+_UNKNOWN_STATES_SQL = _unknown_states_sql()
 _NEXT_SEQ = "(SELECT value + 1 FROM counters WHERE name = 'seq')"
 _SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -546,6 +560,8 @@ class SQLiteStore(Store):
                     (queue,),
                 ).fetchall():
                     _bury_corrupt(conn, int(row[0]), f"column {column} holds {row[1]!r}", now)
+            for row in conn.execute(_UNKNOWN_STATES_SQL, (queue,)).fetchall():
+                _bury_corrupt(conn, int(row[0]), f"column state holds {row[1]!r}", now)
         if not due:
             return
         due.sort()
