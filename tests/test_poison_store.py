@@ -6,6 +6,7 @@ records are damaged as an outsider would: a raw redis client, the sqlite3 module
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from tq_kombu.admin import Admin
 from tq_kombu.store import Store, open_store
 from tq_kombu.store.base import DeadReason, FetchResult, NewMessage, QueueCounts, State
 
+from .workers import run_celery
+
 Q = "poison"
 LONG_LEASE = 60.0
 
@@ -27,6 +30,8 @@ REDIS_DAMAGE: dict[str, bytes | None] = {
     "JSON null": b"null",
     "no priority": b'{"n": 0, "t": "tasks.x", "i": "t-1"}',
     "a text delivery count": b'{"p": 5, "n": "many", "t": "tasks.x"}',
+    "a text first-seen time": b'{"p": 5, "n": 0, "c": "yesterday", "t": "tasks.x"}',
+    "a priority out of range": b'{"p": 1000, "n": 0, "t": "tasks.x"}',
     "deleted": None,
 }
 #: Ways to damage a SQLite row: (column, value).
@@ -50,10 +55,14 @@ def fetch(store: Store, max_count: int = 10, lease_seconds: float = LONG_LEASE) 
 
 
 def damage(url: str, message_id: str, kind: str) -> None:
+    damage_in(url, Q, message_id, kind)
+
+
+def damage_in(url: str, queue: str, message_id: str, kind: str) -> None:
     """Damage one message's record the way ``kind`` says, from outside tq."""
     if url.startswith("redis"):
         client = redis.Redis.from_url(url)
-        key = "{tq:" + Q + "}:meta"
+        key = "{tq:" + queue + "}:meta"
         value = REDIS_DAMAGE[kind]
         if value is None:
             client.hdel(key, message_id)
@@ -64,7 +73,8 @@ def damage(url: str, message_id: str, kind: str) -> None:
     column, bad = SQLITE_DAMAGE[kind]
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
         db.execute(
-            f"UPDATE messages SET {column} = ? WHERE queue = ? AND id = ?", (bad, Q, message_id)
+            f"UPDATE messages SET {column} = ? WHERE queue = ? AND id = ?",
+            (bad, queue, message_id),
         )
 
 
@@ -213,3 +223,21 @@ def test_a_waiting_message_with_a_corrupt_record_is_released_then_set_aside(
     assert dead_reasons(store) == {"w": "corrupt"}
     assert store.set_priority(Q, "w", 9) is False
     store.close()
+
+
+@pytest.mark.e2e
+def test_the_tq_cli_lists_corrupt_messages_without_a_traceback(
+    store_url: str, store: Store
+) -> None:
+    # Given a damaged message waiting in the app's queue, and another already set aside
+    for kind in kinds(store_url)[:2]:
+        store.enqueue("celery", NewMessage(kind, b"payload", 5, None, "tasks.x"))
+        damage_in(store_url, "celery", kind, kind)
+    store.fetch(["celery"], 1, "consumer-1", LONG_LEASE, 5)
+    env = {**os.environ, "TQ_BROKER_URL": f"tq+{store_url}", "TQ_JOURNAL": os.devnull}
+    # When an operator runs tq stats, ls and dlq ls, Then each answers without a traceback
+    for command in (["stats"], ["ls"], ["dlq", "ls"]):
+        done = run_celery("tests.e2e_app", env, "tq", *command)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert "celery" in done.stdout, done.stdout
+    assert "corrupt" in done.stdout

@@ -38,8 +38,13 @@ local function load(q, id)
   if not ok or type(meta) ~= 'table' then
     return nil, 'its metadata record is not valid JSON (' .. #raw .. ' bytes)', {}
   end
-  if type(meta.p) ~= 'number' or (meta.n ~= nil and type(meta.n) ~= 'number') then
-    return nil, 'its metadata record has no numeric priority or delivery count', meta
+  if type(meta.p) ~= 'number' or meta.p < 0 or meta.p > 255 then
+    return nil, 'its metadata record has no priority in 0..255', meta
+  end
+  for _, field in ipairs({'n', 'c', 'e'}) do
+    if meta[field] ~= nil and type(meta[field]) ~= 'number' then
+      return nil, 'its metadata field ' .. field .. ' is not a number', meta
+    end
   end
   return meta
 end
