@@ -207,10 +207,10 @@ class Envelope:
             raise _too_large(str(len(payload)), self.max_message_bytes)
         version = payload[0] if payload else None
         if self.keyring is not None and version != ENCRYPTED:
-            what = "plaintext" if version == PLAIN else f"unknown version {version}"
+            what = "a plaintext" if version == PLAIN else f"an unknown version {version}"
             raise EnvelopeError(
                 NOT_SEALED,
-                explanation=f"a {what} envelope while encryption is on: only messages sealed "
+                explanation=f"{what} envelope while encryption is on: only messages sealed "
                 "with a key of the ring are delivered",
             )
         if len(payload) < 3:
