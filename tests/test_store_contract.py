@@ -370,20 +370,27 @@ def test_a_requeued_message_keeps_its_priority_and_goes_behind_its_level(store: 
     assert result.deliveries[1].delivery_count == 2
 
 
-def test_releasing_a_message_does_not_count_the_delivery(store: Store) -> None:
+def test_releasing_a_message_returns_it_to_ready_and_never_lowers_its_delivery_count(
+    store: Store,
+) -> None:
     store.enqueue("default", message("a"))
     lease = only(fetch(store, ["default"])).lease
     assert store.release(lease) is True
     assert store.counts("default") == QueueCounts(ready=1)
     again = only(fetch(store, ["default"]))
-    assert again.delivery_count == 1
+    assert again.delivery_count == 2
 
 
-def test_released_messages_never_reach_max_deliveries(store: Store) -> None:
+def test_a_message_released_on_every_delivery_still_reaches_max_deliveries(store: Store) -> None:
+    # Given a message that crashes every worker it reaches, released at each shutdown
     store.enqueue("default", message("a"))
-    for _ in range(4):
-        assert store.release(only(fetch(store, ["default"], max_deliveries=1)).lease)
-    assert only(fetch(store, ["default"], max_deliveries=1)).delivery_count == 1
+    for _ in range(3):
+        assert store.release(only(fetch(store, ["default"], max_deliveries=3)).lease)
+    # When it would be handed out a fourth time, Then it is dead instead
+    assert fetch(store, ["default"], max_deliveries=3).deliveries == []
+    info = store.info("default", "a")
+    assert info is not None and info.state is State.DEAD
+    assert info.dead_reason == DeadReason.MAX_DELIVERIES.value
 
 
 def test_a_buried_message_shows_as_dead_with_its_reason_in_counts_info_and_listing(

@@ -10,7 +10,14 @@ from __future__ import annotations
 from kombu.transport import TRANSPORT_ALIASES
 
 from .appconf import connect_worker_setup_check
-from .errors import ConfigurationError, PriorityError, StoreError, StoreUnavailable, TQError
+from .errors import (
+    ConfigurationError,
+    MessageTooLarge,
+    PriorityError,
+    StoreError,
+    StoreUnavailable,
+    TQError,
+)
 from .priority import Priority, connect_celery_default_priority
 
 TRANSPORT_ALIASES.setdefault("tq", "tq_kombu.transport:Transport")
@@ -21,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "MessageTooLarge",
     "Priority",
     "PriorityError",
     "StoreError",

@@ -134,7 +134,8 @@ _OPTIONS = (
     Option("compression", "zlib", "", "envelope",
            '`"zlib"` or `"zstd"` (the `zstd` extra)', one_of("zlib", "zstd")),
     Option("max_message_bytes", 64 * 2**20, "bytes", "envelope",
-           "largest message published or decompressed", at_least(1),
+           "largest message, serialized, before compression: publishing a larger one fails "
+           "(`MessageTooLarge`) and a stored one goes dead as `too_large`", at_least(1),
            default_text="`67108864` (64 MiB)"),
     Option("dead_letter_ttl_seconds", 7 * 24 * 3600.0, "seconds", "store",
            "dead messages older than this are dropped", seconds,

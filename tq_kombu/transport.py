@@ -266,13 +266,16 @@ class Channel(virtual.Channel):
             message = self.envelope.open(lease.message_id, delivery.payload)
         except EnvelopeError as exc:
             logger.error(
-                "tq: message %s in queue %r cannot be read and was set aside as dead: %s",
+                "tq: message %s in queue %r cannot be consumed and was set aside as dead "
+                "(%s): %s%s",
                 lease.message_id,
                 lease.queue,
+                exc.reason,
                 exc,
+                f" ({exc.explanation})" if exc.explanation else "",
             )
             detail = str(exc) if exc.key_id is None else f"key {exc.key_id}: {exc}"
-            self.store.bury(lease, DeadLetter(DeadReason.UNDECRYPTABLE, detail, hostname=HOSTNAME))
+            self.store.bury(lease, DeadLetter(exc.reason, detail, hostname=HOSTNAME))
             return None
         tag = f"{self.consumer_id}.{next(self._tags)}"
         message["properties"]["delivery_tag"] = tag
@@ -399,6 +402,35 @@ class Transport(virtual.Transport):
         self.lease_keeper.stop()
         self._leave_event_loop()
         self.store.close()
+
+    # -- delivery --------------------------------------------------------------
+    def _deliver(self, message: Any, queue: str) -> None:
+        """Hand a message to its consumer. One that makes kombu or Celery raise (a shape
+        the checks in :mod:`.message_check` did not foresee) is set aside as dead
+        (``malformed``) instead of taking the worker down; store errors propagate."""
+        try:
+            super()._deliver(message, queue)
+        except (*self.connection_errors, *self.channel_errors):
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else is the message's fault
+            self._bury_undeliverable(message, queue, exc)
+
+    def _bury_undeliverable(self, message: Any, queue: str, exc: Exception) -> None:
+        tag = str(message["properties"]["delivery_tag"])
+        for channel in self.channels:
+            if tag in channel.qos._delivered:
+                channel.qos._quick_ack(tag)  # its prefetch credit is free again
+        lease = self.unhold(tag)
+        detail = f"the consumer failed on it: {type(exc).__name__}: {exc}"[:1000]
+        logger.error(
+            "tq: message in queue %r could not be consumed (%s)%s",
+            queue,
+            detail,
+            "; set aside as dead" if lease else "",
+            exc_info=True,
+        )
+        if lease is not None:
+            self.store.bury(lease, DeadLetter(DeadReason.MALFORMED, detail, hostname=HOSTNAME))
 
     # -- leases of delivered messages ----------------------------------------
     def hold(self, delivery_tag: str, lease: Lease) -> None:

@@ -45,6 +45,12 @@ class DeadReason(enum.StrEnum):
     EXPIRED = "expired"
     DEPENDENCY_FAILED = "dependency_failed"
     MEMORY_LIMIT = "memory_limit"
+    #: Opened, but not a message kombu and Celery can consume (structure, types).
+    MALFORMED = "malformed"
+    #: The store's own record of the message cannot be read (metadata, a column).
+    CORRUPT = "corrupt"
+    #: Over ``max_message_bytes``, stored or decompressed.
+    TOO_LARGE = "too_large"
 
 
 @dataclass(frozen=True)
@@ -220,7 +226,9 @@ class Store(ABC):
 
     @abstractmethod
     def release(self, lease: Lease) -> bool:
-        """Return an unprocessed message to ready without counting the delivery."""
+        """Return an unprocessed message to ready (e.g. prefetched at shutdown); the
+        delivery stays counted, so a message that keeps coming back still reaches
+        ``max_deliveries``."""
 
     @abstractmethod
     def requeue(self, lease: Lease) -> bool:

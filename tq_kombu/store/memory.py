@@ -291,18 +291,17 @@ class MemoryStore(Store):
             return True
 
     def release(self, lease: Lease) -> bool:
-        return self._back_to_ready(lease, uncount=True)
+        return self._back_to_ready(lease)
 
     def requeue(self, lease: Lease) -> bool:
-        return self._back_to_ready(lease, uncount=False)
+        return self._back_to_ready(lease)
 
-    def _back_to_ready(self, lease: Lease, uncount: bool) -> bool:
+    def _back_to_ready(self, lease: Lease) -> bool:
+        """The delivery stays counted either way (a release never lowers the count)."""
         with self._changed:
             record = self._held(lease)
             if record is None:
                 return False
-            if uncount:
-                self._set(record, delivery_count=max(record.info.delivery_count - 1, 0))
             self._to_ready(record)
             self._notify()
             return True

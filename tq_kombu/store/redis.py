@@ -310,8 +310,11 @@ class RedisStore(Store):
     def dead_failure(self, queue: str, message_id: str) -> bytes:
         with _translated():
             raw = self.client.hget(self.keys_of(queue)["meta"], message_id)
-        sealed = json.loads(raw).get("f") if raw else None
-        return base64.b64decode(sealed) if sealed else b""
+        sealed = _meta(raw).get("f")
+        try:
+            return base64.b64decode(sealed) if isinstance(sealed, str) and sealed else b""
+        except ValueError:
+            return b""
 
     def ready_levels(self, queue: str) -> dict[int, tuple[int, float | None]]:
         """Counts from the ready scores; arrival times from every ready message's
@@ -328,8 +331,8 @@ class RedisStore(Store):
             for (_, score), raw in zip(page, metas, strict=True):
                 priority = 255 - int(score) // SEQ_SPAN
                 counts[priority] = counts.get(priority, 0) + 1
-                created = json.loads(raw).get("c") if raw else None
-                if created is not None:
+                created = _meta(raw).get("c")
+                if isinstance(created, int | float):
                     oldest[priority] = min(oldest.get(priority, created), created)
         return {p: (n, oldest[p] / 1000 if p in oldest else None) for p, n in counts.items()}
 
@@ -376,23 +379,36 @@ class RedisStore(Store):
     def _describe(
         self, queue: str, message_id: str, state: State, raw: bytes | None
     ) -> MessageInfo:
-        meta = json.loads(raw) if raw else {}
-        eta = meta.get("e")
+        meta = _meta(raw)
+        if raw and not meta:
+            # unreadable metadata (the next fetch sets the message aside as corrupt)
+            return MessageInfo(queue, message_id, state, 0, 0, "", "", dead_detail=CORRUPT_META)
+
+        def number(name: str, scale: float = 1) -> float | None:
+            value = meta.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return value / scale
+            return None
+
+        def text(name: str) -> str | None:
+            value = meta.get(name)
+            return value if isinstance(value, str) else None
+
         return MessageInfo(
             queue=queue,
             message_id=message_id,
             state=state,
-            priority=int(meta.get("p", 0)),
-            delivery_count=int(meta.get("n", 0)),
-            task_name=meta.get("t", ""),
-            task_id=meta.get("i", ""),
-            eta=None if eta is None else eta / 1000,
-            dead_reason=meta.get("r"),
-            dead_detail=meta.get("x"),
-            created_at=meta["c"] / 1000 if "c" in meta else None,
-            dead_at=meta["d"] / 1000 if "d" in meta else None,
-            hostname=meta.get("h") or None,
-            attempts=None if meta.get("a") is None else int(meta["a"]),
+            priority=int(number("p") or 0),
+            delivery_count=int(number("n") or 0),
+            task_name=text("t") or "",
+            task_id=text("i") or "",
+            eta=number("e", 1000),
+            dead_reason=text("r"),
+            dead_detail=text("x"),
+            created_at=number("c", 1000),
+            dead_at=number("d", 1000),
+            hostname=text("h") or None,
+            attempts=None if number("a") is None else int(number("a") or 0),
         )
 
     def info(self, queue: str, message_id: str) -> MessageInfo | None:
@@ -539,6 +555,21 @@ def prefix_in_keys(key_prefix: str) -> str:
     """``key_prefix`` as key names hold it: unchanged if it has only letters, digits,
     ``_.-~``, percent-encoded otherwise (so it holds no ``:``, ``{`` or ``}``)."""
     return quote(key_prefix, safe="")
+
+
+#: The dead detail shown for a message whose metadata record cannot be read.
+CORRUPT_META = "its metadata record cannot be read"
+
+
+def _meta(raw: bytes | None) -> dict[str, Any]:
+    """A metadata record, or {} when it is missing or unreadable (never raises)."""
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _glob_escape(text: str) -> str:

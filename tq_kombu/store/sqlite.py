@@ -145,6 +145,20 @@ _LIST_ORDER = {
 }
 
 _QUEUED = "('ready', 'delayed', 'waiting')"
+
+
+def _unknown_states_sql() -> str:
+    """Rows of queue ?1 whose state is none of State's: one index range between each two
+    known states (text sorts after numbers, blobs after text), never a scan of the queue."""
+    known = sorted(state.value for state in State)
+    ranges = [f"state < '{known[0]}'", f"state > '{known[-1]}'"]
+    ranges += [f"state > '{a}' AND state < '{b}'" for a, b in zip(known, known[1:], strict=False)]
+    return " UNION ALL ".join(
+        f"SELECT rowid, state FROM messages WHERE queue = ?1 AND {r}" for r in ranges
+    )
+
+
+_UNKNOWN_STATES_SQL = _unknown_states_sql()
 _NEXT_SEQ = "(SELECT value + 1 FROM counters WHERE name = 'seq')"
 
 
@@ -481,33 +495,36 @@ class SQLiteStore(Store):
         return FetchResult(deliveries, more_ready, next_due)
 
     def _return_due_to_ready(self, conn: sqlite3.Connection, queues: list[str], now: float) -> None:
-        """Make due delayed messages and expired leases ready, in the order they came due."""
-        due: list[tuple[float, int, str, str]] = []
+        """Make due delayed messages and expired leases ready, in the order they came due
+        (a time that is not a number can never come due: that message goes dead, corrupt)."""
+        due: list[tuple[float, int, int]] = []
         for queue in queues:
-            due.extend(
-                (float(row[0]), int(row[1]), queue, str(row[2]))
-                for row in conn.execute(
-                    "SELECT eta, seq, id FROM messages "
-                    "WHERE queue = ? AND state = 'delayed' AND eta <= ?",
-                    (queue, now),
+            for state, column in (("delayed", "eta"), ("inflight", "lease_until")):
+                # numbers sort before text and blobs, NULL before both (indexed ranges)
+                due.extend(
+                    (float(row[0]), _int_or(row[1], 0), int(row[2]))
+                    for row in conn.execute(
+                        f"SELECT {column}, seq, rowid FROM messages "
+                        f"WHERE queue = ? AND state = '{state}' AND {column} <= ?",
+                        (queue, now),
+                    )
                 )
-            )
-            due.extend(
-                (float(row[0]), int(row[1]), queue, str(row[2]))
                 for row in conn.execute(
-                    "SELECT lease_until, seq, id FROM messages "
-                    "WHERE queue = ? AND state = 'inflight' AND lease_until <= ?",
-                    (queue, now),
-                )
-            )
+                    f"SELECT rowid, {column} FROM messages WHERE queue = ? AND state = '{state}' "
+                    f"AND ({column} IS NULL OR {column} >= '')",
+                    (queue,),
+                ).fetchall():
+                    _bury_corrupt(conn, int(row[0]), f"column {column} holds {row[1]!r}", now)
+            for row in conn.execute(_UNKNOWN_STATES_SQL, (queue,)).fetchall():
+                _bury_corrupt(conn, int(row[0]), f"column state holds {row[1]!r}", now)
         if not due:
             return
         due.sort()
         first = self._take_seqs(conn, len(due))
         conn.executemany(
             "UPDATE messages SET state = 'ready', seq = ?, lease_until = NULL, "
-            "lease_token = NULL WHERE queue = ? AND id = ?",
-            [(first + n, queue, message_id) for n, (_, _, queue, message_id) in enumerate(due)],
+            "lease_token = NULL WHERE rowid = ?",
+            [(first + n, rowid) for n, (_, _, rowid) in enumerate(due)],
         )
 
     def _lease_best(
@@ -529,17 +546,23 @@ class SQLiteStore(Store):
         while len(deliveries) < max_count:
             wanted = max_count - len(deliveries)
             candidates: list[tuple[int, int, str, str, int]] = []
+            buried = False
             for queue in queues:
-                candidates.extend(
-                    (-int(row[0]), int(row[1]), queue, str(row[2]), int(row[3]))
-                    for row in conn.execute(
-                        "SELECT priority, seq, id, delivery_count FROM messages "
-                        f"WHERE queue = ? AND state = 'ready'{skip_sql} "
-                        "ORDER BY priority DESC, seq LIMIT ?",
-                        (queue, *skip, wanted),
-                    )
-                )
+                for row in conn.execute(
+                    "SELECT priority, seq, id, delivery_count, rowid FROM messages "
+                    f"WHERE queue = ? AND state = 'ready'{skip_sql} "
+                    "ORDER BY priority DESC, seq LIMIT ?",
+                    (queue, *skip, wanted),
+                ).fetchall():
+                    try:
+                        candidates.append(_candidate(queue, row))
+                    except _CorruptRow as exc:
+                        _bury_corrupt(conn, int(row[4]), str(exc), now)
+                        self._trim_dead(conn, queue, self.retention)
+                        buried = True
             if not candidates:
+                if buried:
+                    continue
                 break
             candidates.sort()
             for negative_priority, _, queue, message_id, delivered in candidates[:wanted]:
@@ -560,20 +583,32 @@ class SQLiteStore(Store):
                     )
                     self._trim_dead(conn, queue, self.retention)
                     continue
+                row = conn.execute(
+                    "SELECT payload, created_at, rowid FROM messages WHERE queue = ? AND id = ?",
+                    (queue, message_id),
+                ).fetchone()
+                if not isinstance(row[0], bytes) or not _is_number(row[1]):
+                    column, value = (
+                        ("payload", row[0])
+                        if not isinstance(row[0], bytes)
+                        else (
+                            "created_at",
+                            row[1],
+                        )
+                    )
+                    _bury_corrupt(conn, int(row[2]), f"column {column} holds {value!r}"[:300], now)
+                    self._trim_dead(conn, queue, self.retention)
+                    continue
                 token = f"{consumer_id}:{count}"
                 conn.execute(
                     "UPDATE messages SET state = 'inflight', delivery_count = ?, "
                     "lease_until = ?, lease_token = ? WHERE queue = ? AND id = ?",
                     (count, lease_until, token, queue, message_id),
                 )
-                row = conn.execute(
-                    "SELECT payload, created_at FROM messages WHERE queue = ? AND id = ?",
-                    (queue, message_id),
-                ).fetchone()
                 deliveries.append(
                     Delivery(
                         lease=Lease(queue, message_id, token),
-                        payload=bytes(row[0]),
+                        payload=row[0],
                         priority=-negative_priority,
                         delivery_count=count,
                         created_at=float(row[1]),
@@ -585,9 +620,10 @@ class SQLiteStore(Store):
     def _next_due(conn: sqlite3.Connection, queues: list[str]) -> float | None:
         times: list[float] = []
         for queue in queues:
-            for sql in (
-                "SELECT MIN(eta) FROM messages WHERE queue = ? AND state = 'delayed'",
-                "SELECT MIN(lease_until) FROM messages WHERE queue = ? AND state = 'inflight'",
+            for sql in (  # "< ''": numbers only (see _return_due_to_ready)
+                "SELECT MIN(eta) FROM messages WHERE queue = ? AND state = 'delayed' AND eta < ''",
+                "SELECT MIN(lease_until) FROM messages WHERE queue = ? AND state = 'inflight' "
+                "AND lease_until < ''",
             ):
                 row = conn.execute(sql, (queue,)).fetchone()
                 if row is not None and row[0] is not None:
@@ -653,8 +689,9 @@ class SQLiteStore(Store):
             return cursor.rowcount > 0
 
     def release(self, lease: Lease) -> bool:
-        """Return the message to the end of its priority level, uncounting the delivery."""
-        return self._back_to_ready(lease, "delivery_count = MAX(delivery_count - 1, 0), ")
+        """Return the message to the end of its priority level; the delivery stays counted
+        (a message that keeps coming back still reaches ``max_deliveries``)."""
+        return self._back_to_ready(lease, "")
 
     def requeue(self, lease: Lease) -> bool:
         """Return the message to the end of its priority level; the delivery stays counted."""
@@ -823,7 +860,7 @@ class SQLiteStore(Store):
                 "SELECT failure FROM messages WHERE queue = ? AND id = ? AND state = 'dead'",
                 (queue, message_id),
             ).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else b""
+        return _blob(row[0]) if row and row[0] is not None else b""
 
     def ready_levels(self, queue: str) -> dict[int, tuple[int, float | None]]:
         with self._read("ready_levels") as conn:
@@ -832,7 +869,14 @@ class SQLiteStore(Store):
                 "WHERE queue = ? AND state = 'ready' GROUP BY priority",
                 (queue,),
             ).fetchall()
-        return {int(p): (int(n), None if c is None else float(c)) for p, n, c in rows}
+        levels: dict[int, tuple[int, float | None]] = {}
+        for p, n, c in rows:  # a priority that is not a number counts at 0 (corrupt rows)
+            count, oldest = levels.get(_int_or(p, 0), (0, None))
+            first = float(c) if _is_number(c) else None
+            if oldest is not None and (first is None or oldest < first):
+                first = oldest
+            levels[_int_or(p, 0)] = (count + int(n), first)
+        return levels
 
     # -- inspect and administer -------------------------------------------
     def queues(self) -> list[str]:
@@ -879,7 +923,7 @@ class SQLiteStore(Store):
             row = conn.execute(
                 "SELECT payload FROM messages WHERE queue = ? AND id = ?", (queue, message_id)
             ).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else _blob(row[0])
 
     def cancel(self, queue: str, message_id: str) -> bool:
         """Delete a ready, delayed or waiting message; False if none was there."""
@@ -1011,21 +1055,67 @@ def _state(value: State | str) -> State:
 
 
 def _message_info(row: Sequence[Any]) -> MessageInfo:
+    """A row as MessageInfo; a column holding a value of the wrong type reads as unknown
+    (the next fetch of a queued one sets it aside as corrupt), never as an error."""
     queue, message_id, state, priority, count, task_name, task_id, eta, reason, detail = row[:10]
     created_at, dead_at, hostname, attempts = row[10:]
+    try:
+        known_state = State(state)
+    except ValueError:
+        known_state, reason, detail = State.DEAD, DeadReason.CORRUPT.value, f"state {state!r}"
     return MessageInfo(
         queue=str(queue),
         message_id=str(message_id),
-        state=State(state),
-        priority=int(priority),
-        delivery_count=int(count),
+        state=known_state,
+        priority=_int_or(priority, 0),
+        delivery_count=_int_or(count, 0),
         task_name=str(task_name),
         task_id=str(task_id),
-        eta=None if eta is None else float(eta),
+        eta=float(eta) if _is_number(eta) else None,
         dead_reason=None if reason is None else str(reason),
         dead_detail=None if detail is None else str(detail),
-        created_at=None if created_at is None else float(created_at),
-        dead_at=None if dead_at is None else float(dead_at),
-        hostname=hostname or None,
-        attempts=None if attempts is None else int(attempts),
+        created_at=float(created_at) if _is_number(created_at) else None,
+        dead_at=float(dead_at) if _is_number(dead_at) else None,
+        hostname=None if hostname is None else str(hostname) or None,
+        attempts=None if attempts is None else _int_or(attempts, 0),
+    )
+
+
+def _blob(value: Any) -> bytes:
+    """A BLOB column's bytes; text (a corrupt row) as its UTF-8 bytes."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "replace")
+
+
+class _CorruptRow(ValueError):
+    """A row whose columns cannot be read as a message."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int_or(value: Any, default: int) -> int:
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return int(value)
+    return default
+
+
+def _candidate(queue: str, row: Sequence[Any]) -> tuple[int, int, str, str, int]:
+    """The sort key and fields of a ready row (priority, seq, id, delivery_count, rowid)."""
+    for column, value in (("priority", row[0]), ("seq", row[1]), ("delivery_count", row[3])):
+        if _int_or(value, -1) != value or not (column != "priority" or 0 <= value <= 255):
+            raise _CorruptRow(f"column {column} holds {value!r}"[:300])
+    if not isinstance(row[2], str):
+        raise _CorruptRow(f"column id holds {row[2]!r}"[:300])
+    return (-int(row[0]), int(row[1]), queue, row[2], int(row[3]))
+
+
+def _bury_corrupt(conn: sqlite3.Connection, rowid: int, detail: str, now: float) -> None:
+    """Set a message whose row cannot be read aside as dead (reason corrupt), in place."""
+    conn.execute(
+        "UPDATE messages SET state = 'dead', dead_reason = ?, dead_detail = ?, dead_at = ?, "
+        "lease_until = NULL, lease_token = NULL WHERE rowid = ?",
+        (DeadReason.CORRUPT.value, detail[:300], now, rowid),
     )

@@ -4,6 +4,7 @@
 --       seq, marker (see enqueue.lua for what each holds; inflight: id -> lease deadline, ms)
 -- ARGV[1] max count, ARGV[2] consumer id, ARGV[3] lease in ms, ARGV[4] max deliveries,
 -- ARGV[5...] task names to skip (left ready)
+-- A message whose metadata cannot be read goes to dead with reason "corrupt" (never dropped).
 -- Returns {more_ready 0|1, next_due_ms or -1, how many were set aside as dead, then per delivery:
 --          queue index (0-based), id, payload, priority, delivery count, lease token,
 --          first-seen time in ms (0 when unknown)}
@@ -27,13 +28,43 @@ end
 local function key(q, k) return KEYS[(q - 1) * K + k] end
 local READY, DELAYED, INFLIGHT, DEAD, META, BODIES, SEQ, MARKER = 1, 2, 3, 4, 6, 7, 8, 9
 
+local function save(q, id, meta) redis.call('HSET', key(q, META), id, cjson.encode(meta)) end
+
+-- A message's metadata, or nil and why it cannot be read (missing, not JSON, bad fields).
 local function load(q, id)
   local raw = redis.call('HGET', key(q, META), id)
-  if raw then return cjson.decode(raw) end
-  return nil
+  if not raw then return nil, 'its metadata record is missing', {} end
+  local ok, meta = pcall(cjson.decode, raw)
+  if not ok or type(meta) ~= 'table' then
+    return nil, 'its metadata record is not valid JSON (' .. #raw .. ' bytes)', {}
+  end
+  if type(meta.p) ~= 'number' or meta.p < 0 or meta.p > 255 then
+    return nil, 'its metadata record has no priority in 0..255', meta
+  end
+  for _, field in ipairs({'n', 'c', 'e'}) do
+    if meta[field] ~= nil and type(meta[field]) ~= 'number' then
+      return nil, 'its metadata field ' .. field .. ' is not a number', meta
+    end
+  end
+  return meta
 end
 
-local function save(q, id, meta) redis.call('HSET', key(q, META), id, cjson.encode(meta)) end
+-- Set aside as dead (reason corrupt) a message whose metadata cannot be read, keeping its
+-- payload and whatever fields of the record are still readable.
+local buried_corrupt = 0
+local function bury_corrupt(q, id, why, kept)
+  local function typed(value, kind) if type(value) == kind then return value end return nil end
+  local meta = {
+    p = typed(kept.p, 'number') or 0, n = typed(kept.n, 'number') or 0,
+    t = typed(kept.t, 'string') or '', i = typed(kept.i, 'string') or '',
+    c = typed(kept.c, 'number'), e = typed(kept.e, 'number'),
+    r = 'corrupt', x = why, d = now,
+  }
+  for _, k in ipairs({READY, DELAYED, INFLIGHT}) do redis.call('ZREM', key(q, k), id) end
+  redis.call('ZADD', key(q, DEAD), now, id)
+  save(q, id, meta)
+  buried_corrupt = buried_corrupt + 1
+end
 
 local function to_ready(q, id, meta)
   local seq = redis.call('INCR', key(q, SEQ))
@@ -44,16 +75,18 @@ end
 for q = 1, nqueues do
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', key(q, DELAYED), '-inf', now, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', key(q, DELAYED), id)
-    local meta = load(q, id)
-    if meta then to_ready(q, id, meta) end
+    local meta, why, kept = load(q, id)
+    if meta then to_ready(q, id, meta) else bury_corrupt(q, id, why, kept) end
   end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', key(q, INFLIGHT), '-inf', now, 'LIMIT', 0, 1000)) do
     redis.call('ZREM', key(q, INFLIGHT), id)
-    local meta = load(q, id)
+    local meta, why, kept = load(q, id)
     if meta then
       meta.l = nil
       save(q, id, meta)
       to_ready(q, id, meta)
+    else
+      bury_corrupt(q, id, why, kept)
     end
   end
 end
@@ -80,7 +113,7 @@ local candidates = {}
 for q = 1, nqueues do candidates[q] = candidate(q) end
 
 -- 3. lease the best candidates, one at a time, strictly by score across queues
-local out = {0, -1, 0}
+local out = {0, -1, buried_corrupt}
 local delivered = 0
 while delivered < max_count do
   local best = nil
@@ -90,8 +123,11 @@ while delivered < max_count do
   if best == nil then break end
   local id = candidates[best][1]
   redis.call('ZREM', key(best, READY), id)
-  local meta = load(best, id)
-  if meta then
+  local meta, why, kept = load(best, id)
+  if not meta then
+    bury_corrupt(best, id, why, kept)
+    out[3] = out[3] + 1
+  else
     meta.n = (meta.n or 0) + 1
     if meta.n > max_deliveries then
       meta.l = nil
