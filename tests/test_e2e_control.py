@@ -15,8 +15,12 @@ import pytest
 from tq_kombu.store import open_store
 from tq_kombu.store.base import Binding, QueueCounts
 
-from .test_e2e_worker import E2E, FAST, PREFORK, POOLS, SOLO, e2e  # noqa: F401
+from . import test_e2e_worker
+from .test_e2e_worker import E2E, POOLS, SOLO
 from .workers import ROOT, run_celery, wait_for
+
+#: The same fixture as test_e2e_worker's: a store, journal, client and workers per test.
+e2e = test_e2e_worker.e2e
 
 pytestmark = pytest.mark.e2e
 

@@ -124,7 +124,9 @@ def test_a_redelivered_message_says_so_where_celery_reads_it(connection: Connect
     seen: list[tuple[Any, Any]] = []
 
     def on_message(body: Any, message: Any) -> None:
-        seen.append((message.delivery_info.get("redelivered"), message.properties.get("redelivered")))
+        seen.append(
+            (message.delivery_info.get("redelivered"), message.properties.get("redelivered"))
+        )
         if len(seen) == 1:
             message.reject(requeue=True)
         else:

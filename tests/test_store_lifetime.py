@@ -25,7 +25,10 @@ LONG_LEASE = 60.0
 
 def message(message_id: str, priority: int = 5, **kwargs: object) -> NewMessage:
     return NewMessage(
-        message_id, f"payload of {message_id}".encode(), priority, **kwargs  # type: ignore[arg-type]
+        message_id,
+        f"payload of {message_id}".encode(),
+        priority,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 

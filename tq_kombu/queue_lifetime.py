@@ -45,7 +45,9 @@ def _seconds(arguments: Mapping[str, Any], name: str) -> float | None:
     return milliseconds / 1000
 
 
-def lifetime_of(declaration: Mapping[str, Any], auto_delete_expires_seconds: float) -> QueueLifetime:
+def lifetime_of(
+    declaration: Mapping[str, Any], auto_delete_expires_seconds: float
+) -> QueueLifetime:
     """The lifetime kombu's ``queue_declare`` keyword arguments ask for."""
     arguments = declaration.get("arguments") or {}
     expires = _seconds(arguments, "x-expires")

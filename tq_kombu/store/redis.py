@@ -218,7 +218,9 @@ class RedisStore(Store):
         skip_task_names: Collection[str] = (),
     ) -> FetchResult:
         lease_ms = max(int(lease_seconds * 1000), 1)
-        return self._fetch(queues, [max_count, consumer_id, lease_ms, max_deliveries, *skip_task_names])
+        return self._fetch(
+            queues, [max_count, consumer_id, lease_ms, max_deliveries, *skip_task_names]
+        )
 
     def take(self, queues: Sequence[str], max_count: int) -> FetchResult:
         """fetch.lua with a lease of 0 ms: the messages are removed, not leased."""
@@ -524,7 +526,9 @@ class RedisStore(Store):
     def bind(self, binding: Binding, expires_seconds: float | None = None) -> None:
         expires_at = 0 if expires_seconds is None else time.time() + expires_seconds
         with _translated(), self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(self._bindings_key(binding.exchange), self._binding_field(binding), expires_at)
+            pipe.hset(
+                self._bindings_key(binding.exchange), self._binding_field(binding), expires_at
+            )
             pipe.sadd(self.keys_of(binding.queue)["exchanges"], binding.exchange)
             pipe.execute()
 
