@@ -4,8 +4,10 @@ vanish once unused (x-expires, auto_delete). Times are short; every wait is boun
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ from tq_kombu.store.base import (
     QueueLifetime,
     State,
 )
+from tq_kombu.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 LONG_LEASE = 60.0
 
@@ -219,3 +222,28 @@ def test_a_tiny_ttl_never_delivers_the_message(store: Store, seconds: float) -> 
     store.enqueue("tasks", message("m", ttl_seconds=seconds))
     time.sleep(seconds + 0.05)  # the ttl must pass
     assert store.take(["tasks"], 1).deliveries == []
+
+
+def test_a_schema_3_sqlite_database_is_upgraded_keeping_its_messages(tmp_path: Path) -> None:
+    # Given a database as tq wrote it before message TTLs and queue lifetimes (schema 3)
+    path = tmp_path / "old.db"
+    old = SQLiteStore(path)
+    old.enqueue("tasks", message("kept"))
+    old.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX messages_by_expiry")
+        conn.execute("ALTER TABLE messages DROP COLUMN expires_at")
+        conn.execute("DROP TABLE queue_lifetimes")
+        conn.execute("PRAGMA user_version = 3")
+    # When this tq opens it
+    store = SQLiteStore(path)
+    try:
+        # Then the message is still there and the new features work
+        store.declare_queue("events", QueueLifetime(expires_seconds=60, message_ttl_seconds=30))
+        store.enqueue("tasks", message("new", ttl_seconds=30))
+        assert ids(store.take(["tasks"], 5)) == ["kept", "new"]
+        assert store.lifetime("events") == QueueLifetime(60, 30)
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
