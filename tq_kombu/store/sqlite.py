@@ -373,7 +373,7 @@ class SQLiteStore(Store):
                 elif version < SCHEMA_VERSION:
                     for step in range(version, SCHEMA_VERSION):
                         for statement in _MIGRATIONS[step]:
-                            conn.execute(statement)
+                            _migrate(conn, statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -1193,6 +1193,16 @@ class SQLiteStore(Store):
                 WorkerBeat(str(worker), float(seen_at), info if isinstance(info, dict) else {})
             )
         return beats
+
+
+def _migrate(conn: sqlite3.Connection, statement: str) -> None:
+    """Run one upgrade statement; adding a column the table already has is a no-op."""
+    words = statement.split()
+    if words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["ADD", "COLUMN"]:
+        columns = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({words[2]})")}
+        if words[5] in columns:
+            return
+    conn.execute(statement)
 
 
 def _state(value: State | str) -> State:
