@@ -119,6 +119,41 @@ def test_the_event_queue_of_a_killed_event_consumer_vanishes_with_its_messages(
             dumper.wait(timeout=10)
 
 
+def test_the_control_and_gossip_queues_of_a_worker_killed_with_9_vanish(
+    e2e: E2E, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given control and event queues that expire 2 s after their last consumer, and two
+    # workers, each consuming its own pidbox queue and (Redis: Celery runs gossip only on
+    # the "redis" driver type) its own gossip queue
+    monkeypatch.setenv("TQ_CONTROL_QUEUE_EXPIRES", "2")
+    monkeypatch.setenv("TQ_EVENT_QUEUE_EXPIRES", "2")
+    gossip = e2e.store_url.startswith("redis")
+    e2e.worker(*SOLO, "--without-mingle", name="survivor", fast=False)
+    wait_for(lambda: len(bindings(e2e, "celeryev")) == gossip, 10, "the survivor's gossip")
+    survivor_queues = {b.queue for b in bindings(e2e, "celeryev")}
+    victim = e2e.worker(*SOLO, "--without-mingle", name="victim", fast=False)
+    victim_queues = {f"victim@{HOSTNAME}.celery.pidbox"}
+    wait_for(lambda: len(bindings(e2e, "celeryev")) == 2 * gossip, 10, "the victim's gossip")
+    victim_queues |= {b.queue for b in bindings(e2e, "celeryev")} - survivor_queues
+    # When the victim is killed with -9 and broadcasts keep coming
+    victim.kill()
+    ping = e2e.client.control.inspect(timeout=1).ping
+    assert set(ping() or {}) == {f"survivor@{HOSTNAME}"}
+    # Then its queues go, with their bindings and everything sent to them
+    survivor_pidbox = [f"survivor@{HOSTNAME}.celery.pidbox"]
+    wait_for(
+        lambda: [b.queue for b in bindings(e2e, "celery.pidbox")] == survivor_pidbox,
+        20,
+        "the victim's control binding to go",
+    )
+    wait_for(lambda: {b.queue for b in bindings(e2e, "celeryev")} == survivor_queues, 20, "gossip")
+    for queue in victim_queues:
+        wait_for(lambda q=queue: e2e.counts(q) == EMPTY, 20, f"{queue} to be deleted")
+    assert set(ping() or {}) == {f"survivor@{HOSTNAME}"}
+    for queue in victim_queues:
+        assert e2e.counts(queue) == EMPTY
+
+
 @pytest.mark.parametrize("pool", ["solo", "prefork"])
 def test_a_task_rejected_with_requeue_succeeds_when_redelivered(e2e: E2E, pool: str) -> None:
     # Given a task that raises Reject(requeue=True) unless its delivery says redelivered
