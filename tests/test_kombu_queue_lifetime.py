@@ -39,16 +39,16 @@ def publish(conn: Connection, body: Any, **options: Any) -> None:
 def test_an_expiring_queue_vanishes_with_bindings_and_messages_once_its_consumer_stops(
     connection: Connection, inspector: Store
 ) -> None:
-    # Given an auto-delete queue with x-expires=1 s bound to a fanout, consumed
-    queue = Queue("listener", FANOUT, auto_delete=True, expires=1)
+    # Given an auto-delete queue with x-expires=2 s bound to a fanout, consumed
+    queue = Queue("listener", FANOUT, auto_delete=True, expires=2)
     got: list[Any] = []
     consumer = Consumer(connection.channel(), [queue], callbacks=[lambda b, m: got.append(b)])
     with consumer:
         publish(connection, "first", exchange=FANOUT)
         connection.drain_events(timeout=5)
         # While consumed it outlives its expiry
-        time.sleep(1.5)  # longer than x-expires: the consumer must keep it alive
-        assert inspector.lifetime("listener") == QueueLifetime(expires_seconds=1)
+        time.sleep(2.5)  # longer than x-expires: the consumer must keep it alive
+        assert inspector.lifetime("listener") == QueueLifetime(expires_seconds=2)
         assert [b.queue for b in inspector.bindings("broadcast")] == ["listener"]
     # When its consumer stops, and broadcasts keep coming
     publish(connection, "unheard", exchange=FANOUT)

@@ -172,8 +172,8 @@ def test_an_expiring_queue_vanishes_with_messages_and_bindings_once_not_declared
     store: Store,
 ) -> None:
     # Given an expiring queue holding messages in every state, bound to a fanout exchange
-    store.declare_queue("orphan", QueueLifetime(expires_seconds=0.3))
-    store.bind(Binding("ex", "", "", "orphan"), 0.3)
+    store.declare_queue("orphan", QueueLifetime(expires_seconds=1))
+    store.bind(Binding("ex", "", "", "orphan"), 1)
     store.bind(Binding("ex", "", "", "kept"))
     store.enqueue("orphan", message("ready"))
     store.enqueue("orphan", message("delayed", eta=time.time() + 60))
@@ -193,13 +193,13 @@ def test_an_expiring_queue_vanishes_with_messages_and_bindings_once_not_declared
 
 
 def test_declaring_an_expiring_queue_again_keeps_it(store: Store) -> None:
-    store.declare_queue("alive", QueueLifetime(expires_seconds=0.4))
+    store.declare_queue("alive", QueueLifetime(expires_seconds=1))
     store.enqueue("alive", message("m"))
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:
-        store.declare_queue("alive", QueueLifetime(expires_seconds=0.4))
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:  # twice its expiry, declared again all along
+        store.declare_queue("alive", QueueLifetime(expires_seconds=1))
         assert store.expire_queues() == []
-        time.sleep(0.1)
+        time.sleep(0.2)
     assert store.counts("alive") == QueueCounts(ready=1)
 
 
