@@ -127,8 +127,17 @@ def memory_url() -> str:
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    """An empty store of each kind, the reference memory store included."""
+def contract_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """An empty store of each kind, the reference memory store included (Store contract
+    suites: a module takes it as its ``store`` fixture)."""
     opened = open_store(str(request.getfixturevalue(f"{request.param}_url")))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """The store behind ``store_url`` (SQLite and Redis), as a worker would open it."""
+    opened = open_store(store_url)
     yield opened
     opened.close()

@@ -317,11 +317,6 @@ def test_inspect_ping_is_answered_by_every_worker(e2e: E2E) -> None:
     assert done.stdout.count("pong") == 2, done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tq bug: no_ack (pidbox) messages are leased and never acked, so a control "
-    "command is delivered again once the lease expires: the restarted worker shuts down too",
-)
 def test_a_worker_restarted_after_control_shutdown_is_not_shut_down_again(e2e: E2E) -> None:
     # Given worker w, with 2 s leases, told to shut down by `celery control shutdown`
     e2e.lease_seconds = 2

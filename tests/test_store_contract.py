@@ -37,6 +37,13 @@ from tq_kombu.store.base import (
     State,
 )
 
+
+@pytest.fixture
+def store(contract_store: Store) -> Store:
+    """Every store, the reference memory store included."""
+    return contract_store
+
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 #: Long enough that no lease expires unless a test means it to.

@@ -21,7 +21,7 @@ from .errors import ConfigurationError
 logger = logging.getLogger(__name__)
 
 #: Which part of tq reads an option.
-LAYERS = ("channel", "envelope", "keyring", "store", "redis", "sqlite")
+LAYERS = ("channel", "transport", "envelope", "keyring", "store", "redis", "sqlite")
 #: Layers whose options the transport hands to the store.
 STORE_LAYERS = ("store", "redis", "sqlite")
 
@@ -122,6 +122,11 @@ _OPTIONS = (
     Option("wait_timeout_seconds", 1.0, "seconds", "channel",
            "longest blocking wait before an idle consumer fetches anyway "
            "(returns expired leases)", seconds),
+    Option("auto_delete_expires_seconds", 60.0, "seconds", "channel",
+           "expiry of auto-delete queues declared without `x-expires`, kept alive while "
+           "consumed", seconds),
+    Option("queue_sweep_interval_seconds", 5.0, "seconds", "transport",
+           "how often a consuming process deletes expired queues", seconds),
     Option("encryption", "on", "", "keyring",
            '`"off"` stores payloads in clear (one warning per process)', switch),
     Option("encryption_keys", None, "", "keyring",

@@ -17,12 +17,18 @@ from time import monotonic, time
 from typing import Any
 
 from kombu.transport import virtual
+from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from . import options as tq_options
 from .envelope import Envelope, EnvelopeError, envelope_from_settings
 from .errors import StoreError, StoreUnavailable
 from .lease import LeaseKeeper
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
+from .queue_lifetime import (
+    QueueKeeper,
+    lifetime_of,
+    message_ttl_seconds,
+)
 from .store import Store, open_store
 from .store.base import (
     Binding,
@@ -32,6 +38,7 @@ from .store.base import (
     FetchResult,
     Lease,
     NewMessage,
+    QueueLifetime,
     State,
 )
 from .urls import broker_url_of
@@ -107,6 +114,8 @@ class Channel(virtual.Channel):
     fetch_batch_max: int = tq_options.OPTIONS["fetch_batch_max"].default
     #: Longest single blocking wait in seconds before fetching again anyway.
     wait_timeout_seconds: float = tq_options.OPTIONS["wait_timeout_seconds"].default
+    #: Expiry of auto-delete queues declared without ``x-expires`` (see queue_lifetime).
+    auto_delete_expires_seconds: float = tq_options.OPTIONS["auto_delete_expires_seconds"].default
 
     default_priority = DEFAULT_PRIORITY
     min_priority = 0
@@ -127,7 +136,8 @@ class Channel(virtual.Channel):
                 setattr(self, name, connection.settings[name])
         self.consumer_id = uuid.uuid4().hex[:16]
         self._tags: Iterator[int] = count(1)
-        self._expires_seconds: dict[str, float] = {}
+        #: Queues consumed without acknowledgement: their messages are taken, not leased.
+        self._no_ack_queues: set[str] = set()
         #: Ready messages may remain: fetch again as soon as there is credit.
         self.maybe_more = True
         #: When a delayed message comes due or a lease expires (Unix time).
@@ -170,6 +180,7 @@ class Channel(virtual.Channel):
             eta=parse_eta(headers),
             task_name=str(headers.get("task") or ""),
             task_id=str(headers.get("id") or ""),
+            ttl_seconds=message_ttl_seconds(properties),
         )
         self.store.enqueue(queue, new)
 
@@ -194,20 +205,24 @@ class Channel(virtual.Channel):
         return sorted(exchange_type.lookup(table, exchange, routing_key, None))
 
     # -- declarations --------------------------------------------------------
+    def prepare_queue_arguments(self, arguments: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Keep a Queue's ``expires`` and ``message_ttl`` as x-expires / x-message-ttl
+        (kombu's virtual channel drops them) for :meth:`_new_queue`."""
+        return dict(to_rabbitmq_queue_arguments(arguments, **kwargs))
+
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
-        expires_ms = (kwargs.get("arguments") or {}).get("x-expires")
-        if expires_ms:
-            self._expires_seconds[queue] = float(expires_ms) / 1000
+        lifetime = lifetime_of(kwargs, self.auto_delete_expires_seconds)
+        if lifetime.expires_seconds is not None or lifetime.message_ttl_seconds is not None:
+            self.connection.keep_queue(queue, lifetime)
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return True
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None, queue: str) -> None:
         binding = Binding(exchange, routing_key or "", pattern or "", queue)
-        expires = self._expires_seconds.get(queue)
-        self.store.bind(binding, expires)
-        if expires:
-            self.connection.keep_binding(binding, expires)
+        keeper = self.connection.queue_keeper
+        self.store.bind(binding, keeper.expires_seconds(queue))
+        keeper.bound(binding)
 
     def _delete(
         self,
@@ -220,7 +235,7 @@ class Channel(virtual.Channel):
     ) -> None:
         binding = Binding(exchange, routing_key or "", pattern or "", queue)
         self.store.unbind(binding)
-        self.connection.forget_binding(binding)
+        self.connection.queue_keeper.forget(queue)
         self.store.delete_queue(queue)
 
     def _size(self, queue: str) -> int:
@@ -233,25 +248,66 @@ class Channel(virtual.Channel):
     def consumed_queues(self) -> list[str]:
         return list(dict.fromkeys(self._active_queues))
 
-    def fetch_and_deliver(self) -> int:
-        """Lease as many messages as prefetch allows and hand them to kombu."""
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        queue = self._tag_to_queue.get(consumer_tag)
+        result = super().basic_cancel(consumer_tag)
+        if queue is not None and queue not in self._active_queues:
+            self._no_ack_queues.discard(queue)
+        return result
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        """Get one message; without ack it is taken from the store (never leased)."""
+        if not no_ack:
+            return super().basic_get(queue, no_ack, **kwargs)
+        while True:
+            deliveries = self.store.take([queue], 1).deliveries
+            if not deliveries:
+                return None
+            message = self._open(deliveries[0])
+            if message is not None:
+                return self.Message(message, channel=self)
+
+    def fetch_and_deliver(self, take_max: int | None = None) -> int:
+        """Hand kombu the messages of no-ack queues (taken: up to ``take_max``, gone from
+        the store) and of the other queues (leased: as many as prefetch allows)."""
         queues = self.consumed_queues()
         if not queues:
             self.maybe_more = False
             return 0
-        credit = self.qos.can_consume_max_estimate()
-        wanted = self.fetch_batch_max if credit is None else min(credit, self.fetch_batch_max)
-        if wanted <= 0:
+        no_ack = [queue for queue in queues if queue in self._no_ack_queues]
+        acked = [queue for queue in queues if queue not in self._no_ack_queues]
+        results: list[FetchResult] = []
+        more = False
+        if no_ack:
+            results.append(self.store.take(no_ack, take_max or self.fetch_batch_max))
+        if acked:
+            credit = self.qos.can_consume_max_estimate()
+            wanted = self.fetch_batch_max if credit is None else min(credit, self.fetch_batch_max)
+            if wanted > 0:
+                results.append(self._fetch(acked, wanted))
+            else:
+                more = self.maybe_more
+        if not results:
             return 0
-        result = self._fetch(queues, wanted)
-        self.maybe_more = result.more_ready
-        self.next_due = result.next_due
+        self.maybe_more = more or any(result.more_ready for result in results)
+        dues = [result.next_due for result in results if result.next_due is not None]
+        self.next_due = min(dues) if dues else None
         delivered = 0
-        for delivery in result.deliveries:
-            message = self._open(delivery)
-            if message is not None:
-                self.connection._deliver(message, delivery.lease.queue)
-                delivered += 1
+        for result in results:
+            for delivery in result.deliveries:
+                message = self._open(delivery)
+                if message is not None:
+                    self.connection._deliver(message, delivery.lease.queue)
+                    delivered += 1
         return delivered
 
     def _fetch(self, queues: list[str], wanted: int) -> FetchResult:
@@ -275,7 +331,12 @@ class Channel(virtual.Channel):
                 f" ({exc.explanation})" if exc.explanation else "",
             )
             detail = str(exc) if exc.key_id is None else f"key {exc.key_id}: {exc}"
-            self.store.bury(lease, DeadLetter(exc.reason, detail, hostname=HOSTNAME))
+            dead = DeadLetter(exc.reason, detail, hostname=HOSTNAME)
+            if lease.token:
+                self.store.bury(lease, dead)
+            else:  # taken (no-ack): the store no longer holds it
+                kept = NewMessage(lease.message_id, delivery.payload, delivery.priority)
+                self.store.bury_payload(lease.queue, kept, dead)
             return None
         tag = f"{self.consumer_id}.{next(self._tags)}"
         message["properties"]["delivery_tag"] = tag
@@ -288,8 +349,14 @@ class Channel(virtual.Channel):
             "delivery_count": delivery.delivery_count,
             "first_seen": delivery.created_at,
         }
-        message["redelivered"] = delivery.delivery_count > 1
-        self.connection.hold(tag, lease)
+        redelivered = delivery.delivery_count > 1
+        message["redelivered"] = redelivered
+        # kombu's Message (and so Celery's request) reads delivery_info from the properties
+        delivery_info = message["properties"].setdefault("delivery_info", {})
+        if isinstance(delivery_info, dict):
+            delivery_info["redelivered"] = redelivered
+        if lease.token:  # taken messages (no-ack) have no lease to keep
+            self.connection.hold(tag, lease)
         return message
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
@@ -365,8 +432,12 @@ class Transport(virtual.Transport):
         self.driver_type = self.store.driver_type
         self.implements = self.implements.extend(asynchronous=self.store.driver_type == "redis")
         self.lease_keeper = LeaseKeeper(self.store, float(self.settings["lease_seconds"]))
-        self.lease_keeper.periodic.append(self._refresh_bindings)
-        self._kept_bindings: dict[Binding, float] = {}
+        self.queue_keeper = QueueKeeper(
+            self.store,
+            self._consumed_queues,
+            float(self.settings["queue_sweep_interval_seconds"]),
+        )
+        self.lease_keeper.periodic.append(self.queue_keeper.refresh)
         #: Leases of the messages this process holds, by kombu delivery tag.
         self._leases: dict[str, Lease] = {}
         self._event_loop: Any = None
@@ -443,18 +514,15 @@ class Transport(virtual.Transport):
             self.lease_keeper.drop(lease)
         return lease
 
-    # -- bindings with an expiry, refreshed while this process lives -------
-    def keep_binding(self, binding: Binding, expires_seconds: float) -> None:
-        self._kept_bindings[binding] = expires_seconds
-        self.lease_keeper.tighten(expires_seconds / 3)
-        self.lease_keeper.start()
+    # -- queues with a lifetime, kept (with their bindings) while consumed ----
+    def keep_queue(self, queue: str, lifetime: QueueLifetime) -> None:
+        self.queue_keeper.declare(queue, lifetime)
+        if lifetime.expires_seconds is not None:
+            self.lease_keeper.tighten(lifetime.expires_seconds / 3)
+            self.lease_keeper.start()
 
-    def forget_binding(self, binding: Binding) -> None:
-        self._kept_bindings.pop(binding, None)
-
-    def _refresh_bindings(self) -> None:
-        for binding, expires in list(self._kept_bindings.items()):
-            self.store.bind(binding, expires)
+    def _consumed_queues(self) -> list[str]:
+        return [q for ch in list(self.channels) if not ch.closed for q in list(ch._active_queues)]
 
     # -- consuming without an event loop -----------------------------------
     def _consuming_channels(self) -> list[TQChannel]:
@@ -465,7 +533,9 @@ class Transport(virtual.Transport):
         while True:
             channels = self._consuming_channels()
             for channel in channels:
-                if channel.qos.can_consume() and channel.fetch_and_deliver():
+                # one no-ack message per call: kombu callers (pidbox's _collect with a
+                # limit) count calls, and a taken message cannot be given back
+                if channel.qos.can_consume() and channel.fetch_and_deliver(take_max=1):
                     return
             remaining = self.wait_timeout(channels)
             if deadline is not None:

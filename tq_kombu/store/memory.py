@@ -32,6 +32,7 @@ from .base import (
     MessageInfo,
     NewMessage,
     QueueCounts,
+    QueueLifetime,
     RetentionPolicy,
     State,
     Store,
@@ -54,6 +55,8 @@ class _Record:
     lease_until: float | None = None
     lease_token: str | None = None
     failure: bytes = b""
+    #: Unix time after which a queued message is never handed out (TTL), or None.
+    expires_at: float | None = None
 
 
 def _list_key(state: State) -> Callable[[_Record], tuple[float, int]]:
@@ -82,6 +85,8 @@ class MemoryStore(Store):
         self._queues: dict[str, dict[str, _Record]] = {}
         self._bindings: dict[tuple[str, str, str, str], float | None] = {}
         self._workers: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        #: queue -> (lifetime, deadline of a self-expiring queue or None)
+        self._lifetimes: dict[str, tuple[QueueLifetime, float | None]] = {}
         self._seq = count(1)
         self._changed = threading.Condition(threading.Lock())
 
@@ -165,7 +170,13 @@ class MemoryStore(Store):
                 eta=message.eta,
                 created_at=now,
             )
-            records[message.message_id] = _Record(info, bytes(message.payload), next(self._seq))
+            record = _Record(info, bytes(message.payload), next(self._seq))
+            ttls = [] if message.ttl_seconds is None else [float(message.ttl_seconds)]
+            lifetime = self._lifetimes.get(queue)
+            if lifetime is not None and lifetime[0].message_ttl_seconds is not None:
+                ttls.append(lifetime[0].message_ttl_seconds)
+            record.expires_at = now + min(ttls) if ttls else None
+            records[message.message_id] = record
             self._notify()
 
     # -- consume ----------------------------------------------------------
@@ -182,11 +193,29 @@ class MemoryStore(Store):
             raise ConfigurationError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
         if not lease_seconds > 0:
             raise ConfigurationError(f"lease_seconds must be greater than 0, got {lease_seconds!r}")
+        return self._fetch(
+            queues, max_count, consumer_id, lease_seconds, max_deliveries, skip_task_names
+        )
+
+    def take(self, queues: Sequence[str], max_count: int) -> FetchResult:
+        return self._fetch(queues, max_count, "", None, 1, ())
+
+    def _fetch(
+        self,
+        queues: Sequence[str],
+        max_count: int,
+        consumer_id: str,
+        lease_seconds: float | None,
+        max_deliveries: int,
+        skip_task_names: Collection[str],
+    ) -> FetchResult:
+        """Promote, expire, then lease (or, without ``lease_seconds``, take) the best."""
         names = list(dict.fromkeys(queues))
         skip = set(skip_task_names)
         with self._changed:
             now = self.clock()
             self._return_due(names, now)
+            self._expire_messages(names, now)
             ready = sorted(
                 (
                     (-r.info.priority, r.seq, name, r)
@@ -204,14 +233,18 @@ class MemoryStore(Store):
                 taken += 1
                 delivered = record.info.delivery_count
                 self._set(record, delivery_count=delivered + 1)
-                if delivered + 1 > max_deliveries:
+                if lease_seconds is None:
+                    del self._queues[name][record.info.message_id]
+                    lease = Lease(name, record.info.message_id, "")
+                elif delivered + 1 > max_deliveries:
                     detail = f"handed out {delivered} times without being acknowledged"
                     self._kill(name, record, DeadLetter(DeadReason.MAX_DELIVERIES, detail), now)
                     continue
-                self._set(record, state=State.INFLIGHT)
-                record.lease_token = f"{consumer_id}:{delivered + 1}"
-                record.lease_until = now + lease_seconds
-                lease = Lease(name, record.info.message_id, record.lease_token)
+                else:
+                    self._set(record, state=State.INFLIGHT)
+                    record.lease_token = f"{consumer_id}:{delivered + 1}"
+                    record.lease_until = now + lease_seconds
+                    lease = Lease(name, record.info.message_id, record.lease_token)
                 deliveries.append(
                     Delivery(
                         lease,
@@ -223,6 +256,25 @@ class MemoryStore(Store):
                 )
             more = len(ready) > taken
             return FetchResult(deliveries, more, self._next_due(names))
+
+    def _expire_messages(self, queues: list[str], now: float) -> None:
+        """Queued messages past their TTL go: dropped in a self-expiring queue, dead
+        (reason ``expired``) in any other."""
+        expired = DeadLetter(DeadReason.EXPIRED, "its time to live ran out before it was delivered")
+        for name in queues:
+            records = self._queues.get(name, {})
+            lifetime = self._lifetimes.get(name)
+            dropping = lifetime is not None and lifetime[0].self_expiring
+            for record in list(records.values()):
+                if record.expires_at is None or record.expires_at > now:
+                    continue
+                record.expires_at = None
+                if record.info.state not in _QUEUED:
+                    continue
+                if dropping:
+                    del records[record.info.message_id]
+                else:
+                    self._kill(name, record, expired, now)
 
     def _return_due(self, queues: list[str], now: float) -> None:
         """Due delayed messages and expired leases become ready, in the order they came due."""
@@ -489,6 +541,37 @@ class MemoryStore(Store):
     def delete_queue(self, queue: str) -> None:
         with self._changed:
             self._queues.pop(queue, None)
+            self._lifetimes.pop(queue, None)
+
+    # -- queue lifetime -----------------------------------------------------
+    def declare_queue(self, queue: str, lifetime: QueueLifetime) -> None:
+        with self._changed:
+            if lifetime.expires_seconds is None and lifetime.message_ttl_seconds is None:
+                self._lifetimes.pop(queue, None)
+                return
+            expires = lifetime.expires_seconds
+            deadline = None if expires is None else self.clock() + float(expires)
+            self._lifetimes[queue] = (lifetime, deadline)
+
+    def lifetime(self, queue: str) -> QueueLifetime | None:
+        with self._changed:
+            entry = self._lifetimes.get(queue)
+            return None if entry is None else entry[0]
+
+    def expire_queues(self) -> list[str]:
+        now = self.clock()
+        with self._changed:
+            gone = sorted(
+                queue
+                for queue, (_, deadline) in self._lifetimes.items()
+                if deadline is not None and deadline <= now
+            )
+            for queue in gone:
+                self._queues.pop(queue, None)
+                self._lifetimes.pop(queue, None)
+                for key in [k for k in self._bindings if k[3] == queue]:
+                    del self._bindings[key]
+            return gone
 
     # -- bindings -----------------------------------------------------------
     @staticmethod

@@ -37,6 +37,7 @@ from .base import (
     MessageInfo,
     NewMessage,
     QueueCounts,
+    QueueLifetime,
     RetentionPolicy,
     State,
     Store,
@@ -47,7 +48,21 @@ from .retention import retention_from_options
 #: Ready scores are (255 - priority) * SEQ_SPAN + sequence (see enqueue.lua).
 SEQ_SPAN = 2**44
 # The order of a queue's keys, as the Lua scripts expect them (see fetch.lua).
-QUEUE_KEYS = ("ready", "delayed", "inflight", "dead", "waiting", "meta", "bodies", "seq", "marker")
+QUEUE_KEYS = (
+    "ready",
+    "delayed",
+    "inflight",
+    "dead",
+    "waiting",
+    "meta",
+    "bodies",
+    "seq",
+    "marker",
+    "expiring",
+    "lifetime",
+)
+#: Keys of a queue that fetch does not read: the exchanges it is bound to (a set).
+OTHER_QUEUE_KEYS = ("exchanges",)
 STATE_KEYS = {
     State.READY: "ready",
     State.DELAYED: "delayed",
@@ -131,7 +146,7 @@ class RedisStore(Store):
         keys = self._key_cache.get(queue)
         if keys is None:
             tag = "{" + f"{self._prefix}:{queue}" + "}"
-            keys = {name: f"{tag}:{name}" for name in QUEUE_KEYS}
+            keys = {name: f"{tag}:{name}" for name in QUEUE_KEYS + OTHER_QUEUE_KEYS}
             self._key_cache[queue] = keys
         return keys
 
@@ -160,7 +175,18 @@ class RedisStore(Store):
 
     # -- publish -----------------------------------------------------------
     def enqueue(self, queue: str, message: NewMessage) -> None:
-        keys = self._keys(queue, "ready", "delayed", "waiting", "meta", "bodies", "seq", "marker")
+        keys = self._keys(
+            queue,
+            "ready",
+            "delayed",
+            "waiting",
+            "meta",
+            "bodies",
+            "seq",
+            "marker",
+            "expiring",
+            "lifetime",
+        )
         args = [
             message.message_id,
             message.payload,
@@ -169,6 +195,7 @@ class RedisStore(Store):
             "waiting" if message.waiting else "auto",
             message.task_name,
             message.task_id,
+            "" if message.ttl_seconds is None else max(int(message.ttl_seconds * 1000), 0),
         ]
         self._run("enqueue", keys, args)
 
@@ -205,11 +232,20 @@ class RedisStore(Store):
         max_deliveries: int,
         skip_task_names: Collection[str] = (),
     ) -> FetchResult:
+        lease_ms = max(int(lease_seconds * 1000), 1)
+        return self._fetch(
+            queues, [max_count, consumer_id, lease_ms, max_deliveries, *skip_task_names]
+        )
+
+    def take(self, queues: Sequence[str], max_count: int) -> FetchResult:
+        """fetch.lua with a lease of 0 ms: the messages are removed, not leased."""
+        return self._fetch(queues, [max_count, "", 0, 1])
+
+    def _fetch(self, queues: Sequence[str], args: list[Any]) -> FetchResult:
         queues = list(dict.fromkeys(queues))
         keys: list[str] = []
         for queue in queues:
-            keys.extend(self.keys_of(queue).values())
-        args = [max_count, consumer_id, int(lease_seconds * 1000), max_deliveries, *skip_task_names]
+            keys.extend(self._keys(queue, *QUEUE_KEYS))
         reply = self._run("fetch", keys, args)
         deliveries = []
         if int(reply[2]):
@@ -457,6 +493,58 @@ class RedisStore(Store):
     def delete_queue(self, queue: str) -> None:
         with _translated():
             self.client.delete(*self.keys_of(queue).values())
+            self.client.zrem(self._expiring_queues_key, queue)
+
+    # -- queue lifetime ----------------------------------------------------
+    @property
+    def _expiring_queues_key(self) -> str:
+        return f"{self.key_prefix}:expiring-queues"
+
+    def declare_queue(self, queue: str, lifetime: QueueLifetime) -> None:
+        keys = [self.keys_of(queue)["lifetime"], self._expiring_queues_key]
+        args = [
+            queue,
+            _ms_or_empty(lifetime.expires_seconds),
+            _ms_or_empty(lifetime.message_ttl_seconds),
+        ]
+        self._run("declare_queue", keys, args)
+
+    def lifetime(self, queue: str) -> QueueLifetime | None:
+        with _translated():
+            record = self.client.hgetall(self.keys_of(queue)["lifetime"])
+        if not record:
+            return None
+        expires, ttl = record.get(b"expires"), record.get(b"ttl")
+        return QueueLifetime(
+            expires_seconds=None if expires is None else int(expires) / 1000,
+            message_ttl_seconds=None if ttl is None else int(ttl) / 1000,
+        )
+
+    def expire_queues(self) -> list[str]:
+        """Candidates from the index, each checked and deleted by expire_queue.lua."""
+        now_ms = int(time.time() * 1000)
+        with _translated():
+            due = self.client.zrangebyscore(self._expiring_queues_key, "-inf", now_ms)
+        gone = []
+        for raw in due:
+            queue = raw.decode()
+            keys = self.keys_of(queue)
+            ordered = [self._expiring_queues_key, keys["lifetime"], keys["exchanges"]]
+            ordered += [key for name, key in keys.items() if name not in ("lifetime", "exchanges")]
+            exchanges = self._run("expire_queue", ordered, [queue])
+            if exchanges is None:
+                continue
+            gone.append(queue)
+            for exchange in exchanges:
+                self._unbind_queue(exchange.decode(), queue)
+        return gone
+
+    def _unbind_queue(self, exchange: str, queue: str) -> None:
+        key = self._bindings_key(exchange)
+        with _translated():
+            fields = [f for f in self.client.hkeys(key) if json.loads(f)[2] == queue]
+            if fields:
+                self.client.hdel(key, *fields)
 
     # -- bindings ----------------------------------------------------------
     def _bindings_key(self, exchange: str) -> str:
@@ -468,10 +556,12 @@ class RedisStore(Store):
 
     def bind(self, binding: Binding, expires_seconds: float | None = None) -> None:
         expires_at = 0 if expires_seconds is None else time.time() + expires_seconds
-        with _translated():
-            self.client.hset(
+        with _translated(), self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(
                 self._bindings_key(binding.exchange), self._binding_field(binding), expires_at
             )
+            pipe.sadd(self.keys_of(binding.queue)["exchanges"], binding.exchange)
+            pipe.execute()
 
     def unbind(self, binding: Binding) -> None:
         with _translated():
@@ -582,4 +672,4 @@ def _ms_or_empty(timestamp: float | None) -> str:
     return "" if timestamp is None else str(int(timestamp * 1000))
 
 
-__all__ = ["RedisStore", "QUEUE_KEYS", "prefix_in_keys"]
+__all__ = ["RedisStore", "QUEUE_KEYS", "OTHER_QUEUE_KEYS", "prefix_in_keys"]

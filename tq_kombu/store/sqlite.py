@@ -40,6 +40,7 @@ from .base import (
     MessageInfo,
     NewMessage,
     QueueCounts,
+    QueueLifetime,
     RetentionPolicy,
     State,
     Store,
@@ -50,7 +51,22 @@ from .retention import retention_from_options
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "path_from_url"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+# Messages with a time to live (AMQP expiration, x-message-ttl), by expiry.
+_EXPIRY_INDEX = """
+    CREATE INDEX IF NOT EXISTS messages_by_expiry
+        ON messages (queue, expires_at) WHERE expires_at IS NOT NULL
+    """
+# Queue lifetimes (x-expires, auto_delete, x-message-ttl); deadline: when it vanishes.
+_LIFETIMES_TABLE = """
+    CREATE TABLE IF NOT EXISTS queue_lifetimes (
+        queue               TEXT PRIMARY KEY,
+        expires_seconds     REAL,
+        message_ttl_seconds REAL,
+        deadline            REAL
+    )
+    """
 
 _SCHEMA = (
     """
@@ -74,6 +90,7 @@ _SCHEMA = (
         hostname       TEXT,
         failure        BLOB,
         attempts       INTEGER,
+        expires_at     REAL,
         PRIMARY KEY (queue, id)
     )
     """,
@@ -95,6 +112,8 @@ _SCHEMA = (
     CREATE INDEX IF NOT EXISTS messages_dead_by_time
         ON messages (queue, dead_at, seq) WHERE state = 'dead'
     """,
+    _EXPIRY_INDEX,
+    _LIFETIMES_TABLE,
     """
     CREATE TABLE IF NOT EXISTS counters (
         name  TEXT PRIMARY KEY,
@@ -133,6 +152,7 @@ _MIGRATIONS = {
         "ALTER TABLE messages ADD COLUMN failure BLOB",
     ),
     2: ("ALTER TABLE messages ADD COLUMN attempts INTEGER",),
+    3: ("ALTER TABLE messages ADD COLUMN expires_at REAL", _EXPIRY_INDEX, _LIFETIMES_TABLE),
 }
 
 #: ``list_messages`` order per state: hand-out, due, expiry, death, arrival.
@@ -322,7 +342,7 @@ class SQLiteStore(Store):
                 elif version < SCHEMA_VERSION:
                     for step in range(version, SCHEMA_VERSION):
                         for statement in _MIGRATIONS[step]:
-                            conn.execute(statement)
+                            _migrate(conn, statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -432,10 +452,16 @@ class SQLiteStore(Store):
         else:
             state = State.READY
         with self._write("enqueue") as conn:
+            ttls = [] if message.ttl_seconds is None else [float(message.ttl_seconds)]
+            row = conn.execute(
+                "SELECT message_ttl_seconds FROM queue_lifetimes WHERE queue = ?", (queue,)
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                ttls.append(float(row[0]))
             conn.execute(
                 "INSERT OR IGNORE INTO messages (queue, id, state, priority, seq, eta, "
-                "task_name, task_id, payload, created_at) "
-                f"VALUES (?, ?, ?, ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?)",
+                "task_name, task_id, payload, created_at, expires_at) "
+                f"VALUES (?, ?, ?, ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?, ?)",
                 (
                     queue,
                     message.message_id,
@@ -446,6 +472,7 @@ class SQLiteStore(Store):
                     message.task_id,
                     bytes(message.payload),
                     now,
+                    now + min(ttls) if ttls else None,
                 ),
             )
             conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
@@ -461,10 +488,27 @@ class SQLiteStore(Store):
         skip_task_names: Collection[str] = (),
     ) -> FetchResult:
         """Promote, reclaim and lease in one transaction (see the Store contract)."""
-        names = list(dict.fromkeys(queues))
         if max_deliveries < 1:
             raise ConfigurationError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
         lease_seconds = check_option("lease_seconds", lease_seconds)
+        return self._fetch(
+            queues, max_count, consumer_id, lease_seconds, max_deliveries, skip_task_names
+        )
+
+    def take(self, queues: Sequence[str], max_count: int) -> FetchResult:
+        """Promote, reclaim and remove in one transaction: a fetch without leases."""
+        return self._fetch(queues, max_count, "", None, 1, ())
+
+    def _fetch(
+        self,
+        queues: Sequence[str],
+        max_count: int,
+        consumer_id: str,
+        lease_seconds: float | None,
+        max_deliveries: int,
+        skip_task_names: Collection[str],
+    ) -> FetchResult:
+        names = list(dict.fromkeys(queues))
         if not names:
             return FetchResult([], False, None)
         skip = sorted(set(skip_task_names))
@@ -472,12 +516,13 @@ class SQLiteStore(Store):
         now = time.time()
         with self._write("fetch") as conn:
             self._return_due_to_ready(conn, names, now)
+            self._expire_messages(conn, names, now)
             deliveries = self._lease_best(
                 conn,
                 names,
                 max_count=max_count,
                 consumer_id=consumer_id,
-                lease_until=now + lease_seconds,
+                lease_until=None if lease_seconds is None else now + lease_seconds,
                 max_deliveries=max_deliveries,
                 skip_sql=skip_sql,
                 skip=skip,
@@ -527,6 +572,42 @@ class SQLiteStore(Store):
             [(first + n, rowid) for n, (_, _, rowid) in enumerate(due)],
         )
 
+    def _expire_messages(self, conn: sqlite3.Connection, queues: list[str], now: float) -> None:
+        """Messages past their time to live, not yet handed out, go: deleted in a
+        self-expiring queue, dead (reason ``expired``) in any other."""
+        for queue in queues:
+            row = conn.execute(
+                "SELECT 1 FROM messages WHERE queue = ? AND expires_at <= ? LIMIT 1", (queue, now)
+            ).fetchone()
+            if row is None:
+                continue
+            lifetime = conn.execute(
+                "SELECT expires_seconds FROM queue_lifetimes WHERE queue = ?", (queue,)
+            ).fetchone()
+            condition = f"queue = ? AND expires_at <= ? AND state IN {_QUEUED}"
+            if lifetime is not None and lifetime[0] is not None:
+                conn.execute(f"DELETE FROM messages WHERE {condition}", (queue, now))
+                died = 0
+            else:
+                died = conn.execute(
+                    "UPDATE messages SET state = 'dead', dead_reason = ?, dead_detail = ?, "
+                    f"dead_at = ? WHERE {condition}",
+                    (
+                        DeadReason.EXPIRED.value,
+                        "its time to live ran out before it was delivered",
+                        now,
+                        queue,
+                        now,
+                    ),
+                ).rowcount
+            # handed out already (in flight), or just set aside: no longer expiring
+            conn.execute(
+                "UPDATE messages SET expires_at = NULL WHERE queue = ? AND expires_at <= ?",
+                (queue, now),
+            )
+            if died:
+                self._trim_dead(conn, queue, self.retention)
+
     def _lease_best(
         self,
         conn: sqlite3.Connection,
@@ -534,14 +615,15 @@ class SQLiteStore(Store):
         *,
         max_count: int,
         consumer_id: str,
-        lease_until: float,
+        lease_until: float | None,
         max_deliveries: int,
         skip_sql: str,
         skip: list[str],
         now: float,
     ) -> list[Delivery]:
         """Lease up to ``max_count`` ready messages, strictly by priority then seq across
-        ``queues``; a message over ``max_deliveries`` goes to dead instead."""
+        ``queues``; a message over ``max_deliveries`` goes to dead instead. Without
+        ``lease_until`` the messages are removed instead of leased (``take``)."""
         deliveries: list[Delivery] = []
         while len(deliveries) < max_count:
             wanted = max_count - len(deliveries)
@@ -567,6 +649,22 @@ class SQLiteStore(Store):
             candidates.sort()
             for negative_priority, _, queue, message_id, delivered in candidates[:wanted]:
                 count = delivered + 1
+                if lease_until is None:
+                    row = conn.execute(
+                        "DELETE FROM messages WHERE queue = ? AND id = ? "
+                        "RETURNING payload, created_at",
+                        (queue, message_id),
+                    ).fetchone()
+                    deliveries.append(
+                        Delivery(
+                            lease=Lease(queue, message_id, ""),
+                            payload=bytes(row[0]),
+                            priority=-negative_priority,
+                            delivery_count=count,
+                            created_at=float(row[1]),
+                        )
+                    )
+                    continue
                 if count > max_deliveries:
                     conn.execute(
                         "UPDATE messages SET state = 'dead', delivery_count = ?, "
@@ -973,6 +1071,57 @@ class SQLiteStore(Store):
         """Delete every message of the queue, in every state (bindings stay: unbind them)."""
         with self._write("delete_queue") as conn:
             conn.execute("DELETE FROM messages WHERE queue = ?", (queue,))
+            conn.execute("DELETE FROM queue_lifetimes WHERE queue = ?", (queue,))
+
+    # -- queue lifetime -----------------------------------------------------
+    def declare_queue(self, queue: str, lifetime: QueueLifetime) -> None:
+        """Record or refresh the queue's lifetime (neither limit: forget it)."""
+        expires, ttl = lifetime.expires_seconds, lifetime.message_ttl_seconds
+        with self._write("declare_queue") as conn:
+            if expires is None and ttl is None:
+                conn.execute("DELETE FROM queue_lifetimes WHERE queue = ?", (queue,))
+                return
+            deadline = None if expires is None else time.time() + float(expires)
+            conn.execute(
+                "INSERT INTO queue_lifetimes (queue, expires_seconds, message_ttl_seconds, "
+                "deadline) VALUES (?, ?, ?, ?) ON CONFLICT (queue) DO UPDATE SET "
+                "expires_seconds = excluded.expires_seconds, "
+                "message_ttl_seconds = excluded.message_ttl_seconds, deadline = excluded.deadline",
+                (queue, expires, ttl, deadline),
+            )
+
+    def lifetime(self, queue: str) -> QueueLifetime | None:
+        with self._read("lifetime") as conn:
+            row = conn.execute(
+                "SELECT expires_seconds, message_ttl_seconds FROM queue_lifetimes WHERE queue = ?",
+                (queue,),
+            ).fetchone()
+        if row is None:
+            return None
+        return QueueLifetime(
+            None if row[0] is None else float(row[0]), None if row[1] is None else float(row[1])
+        )
+
+    def expire_queues(self) -> list[str]:
+        """Delete the queues past their deadline with their messages and bindings."""
+        now = time.time()
+        with self._read("expire_queues") as conn:
+            if not conn.execute(
+                "SELECT 1 FROM queue_lifetimes WHERE deadline <= ? LIMIT 1", (now,)
+            ).fetchone():
+                return []
+        with self._write("expire_queues") as conn:
+            gone = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT queue FROM queue_lifetimes WHERE deadline <= ? ORDER BY queue", (now,)
+                ).fetchall()
+            ]
+            for queue in gone:
+                conn.execute("DELETE FROM messages WHERE queue = ?", (queue,))
+                conn.execute("DELETE FROM bindings WHERE queue = ?", (queue,))
+                conn.execute("DELETE FROM queue_lifetimes WHERE queue = ?", (queue,))
+        return gone
 
     # -- bindings -----------------------------------------------------------
     def bind(self, binding: Binding, expires_seconds: float | None = None) -> None:
@@ -1043,6 +1192,16 @@ class SQLiteStore(Store):
                 WorkerBeat(str(worker), float(seen_at), info if isinstance(info, dict) else {})
             )
         return beats
+
+
+def _migrate(conn: sqlite3.Connection, statement: str) -> None:
+    """Run one upgrade statement; adding a column the table already has is a no-op."""
+    words = statement.split()
+    if words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["ADD", "COLUMN"]:
+        columns = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({words[2]})")}
+        if words[5] in columns:
+            return
+    conn.execute(statement)
 
 
 def _state(value: State | str) -> State:
