@@ -93,7 +93,7 @@ MALFORMED: dict[str, Any] = {
     ),
     "a task name that is a list": good_message(headers={"task": ["a"], "id": "t"}),
     "a timelimit that is a number": good_message(headers={"task": "a", "timelimit": 5}),
-    "retries that are text": good_message(headers={"task": "a", "retries": "2"}),
+    "an id that is a number": good_message(headers={"task": "a", "id": 7}),
     "a reply_to that is a mapping": good_message(properties={"reply_to": {"q": 1}}),
 }
 
@@ -106,6 +106,24 @@ def test_an_authentic_message_of_the_wrong_shape_is_malformed(shape: str) -> Non
     # When it is opened, Then it is refused as malformed, naming what is wrong
     reason, text = opened_reason(envelope, sealed)
     assert reason is DeadReason.MALFORMED, text
+
+
+def test_control_plane_messages_as_kombu_sends_them_are_well_formed() -> None:
+    # Given a remote-control broadcast as kombu's Mailbox publishes it (expires is a Unix
+    # time, not text) and a reply, both captured from a real in-memory Mailbox
+    from kombu import pidbox
+
+    with Connection("memory://") as conn:
+        mailbox = pidbox.Mailbox("celery", type="fanout")(conn)
+        channel = conn.channel()
+        node = mailbox.Node("w@host", channel=channel)
+        node.listen(callback=lambda body, message: None)
+        mailbox._broadcast("ping", {}, destination=["w@host"], timeout=1)
+        raw = channel._get("w@host.celery.pidbox")
+    assert isinstance(raw["headers"]["expires"], float)
+    # When it is sealed and opened, Then it opens as it was
+    envelope = Envelope(RING)
+    assert envelope.open("m", envelope.seal("m", raw)) == raw
 
 
 def test_sealed_bytes_that_are_not_json_are_malformed() -> None:

@@ -13,10 +13,12 @@ from typing import Any
 
 from .errors import TQError
 
-#: Celery (protocol 2) headers that must be text when present.
-TEXT_HEADERS = ("task", "id", "argsrepr", "kwargsrepr", "lang")
+#: Celery (protocol 2) headers that must be text when present: the consumer looks the task
+#: up by name and the request keys itself by id, outside any error handling. (Others, e.g.
+#: ``eta``/``expires``, Celery checks itself; kombu's pidbox sends ``expires`` as a number.)
+TEXT_HEADERS = ("task", "id")
 #: Celery headers that must be text or null when present.
-OPTIONAL_TEXT_HEADERS = ("shadow", "root_id", "parent_id", "group", "eta", "expires", "origin")
+OPTIONAL_TEXT_HEADERS = ("shadow", "root_id", "parent_id", "group")
 #: Properties that must be text or null when present.
 OPTIONAL_TEXT_PROPERTIES = ("reply_to", "correlation_id", "body_encoding")
 
@@ -71,9 +73,6 @@ def _check_celery_headers(headers: Mapping[str, Any]) -> None:
         and all(v is None or _is_number(v) for v in limits)
     ):
         raise MalformedMessage(f"header 'timelimit' is {limits!r}, not [soft, hard] seconds")
-    retries = headers.get("retries")
-    if retries is not None and not (isinstance(retries, int) and not isinstance(retries, bool)):
-        raise MalformedMessage(f"header 'retries' is {_kind(retries)}, not an integer")
 
 
 def _check_optional_text(mapping: Mapping[str, Any], names: tuple[str, ...], where: str) -> None:
