@@ -20,6 +20,7 @@ from kombu.transport import virtual
 
 from .envelope import Envelope, EnvelopeError
 from .errors import StoreError, StoreUnavailable
+from .eventloop import DrainWait, EventLoopConsumer
 from .keyring import keyring_from_options
 from .lease import LeaseKeeper
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
@@ -73,10 +74,12 @@ class QoS(virtual.QoS):
     def ack(self, delivery_tag: str) -> None:
         self.channel.settle(delivery_tag, "ack")
         super().ack(delivery_tag)
+        self.channel.connection.credit_returned()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         self.channel.settle(delivery_tag, "requeue" if requeue else "reject")
         self._quick_ack(delivery_tag)
+        self.channel.connection.credit_returned()
 
     def restore_unacked(self) -> list[tuple[BaseException, Any]]:
         """Give back every message held but not acknowledged (warm shutdown, close)."""
@@ -344,8 +347,9 @@ class Transport(virtual.Transport):
     default_port = 6379  # type: ignore[assignment]
     driver_name = "tq"
 
+    # Every store offers a waiter (tq_kombu.store.waiting): consume in the event loop.
     implements = virtual.Transport.implements.extend(
-        asynchronous=False,
+        asynchronous=True,
         exchange_type=frozenset(["direct", "topic", "fanout"]),
     )
     connection_errors = virtual.Transport.connection_errors + (StoreUnavailable,)  # type: ignore[assignment]
@@ -361,7 +365,6 @@ class Transport(virtual.Transport):
         )
         self.store = open_store(self.store_url(client), **self._store_options(client, options))
         self.driver_type = self.store.driver_type
-        self.implements = self.implements.extend(asynchronous=self.store.driver_type == "redis")
         self.lease_keeper = LeaseKeeper(
             self.store, float(options.get("lease_seconds", Channel.lease_seconds))
         )
@@ -369,7 +372,8 @@ class Transport(virtual.Transport):
         self._kept_bindings: dict[Binding, float] = {}
         #: Leases of the messages this process holds, by kombu delivery tag.
         self._leases: dict[str, Lease] = {}
-        self._event_loop: Any = None
+        self._event_loop: EventLoopConsumer[TQChannel] | None = None
+        self._drain_wait: DrainWait[TQChannel] | None = None
 
     @staticmethod
     def store_url(client: Any) -> str:
@@ -408,6 +412,9 @@ class Transport(virtual.Transport):
         super().close_connection(connection)
         self.lease_keeper.stop()
         self._leave_event_loop()
+        if self._drain_wait is not None:
+            self._drain_wait.close()
+            self._drain_wait = None
         self.store.close()
 
     # -- leases of delivered messages ----------------------------------------
@@ -451,14 +458,27 @@ class Transport(virtual.Transport):
                 if left <= 0:
                     raise TimeoutError()
                 remaining = min(remaining, left)
-            queues = [q for ch in channels if ch.qos.can_consume() for q in ch.consumed_queues()]
-            if queues:
-                self.store.wait(list(dict.fromkeys(queues)), remaining)
+            if channels:
+                self._wait_for_work(channels, remaining)
             else:
-                # nothing to consume (or no credit): let the caller's loop run
+                # nothing to consume: let the caller's loop run
                 from time import sleep
 
                 sleep(min(remaining, 0.05))
+
+    def _wait_for_work(self, channels: list[TQChannel], timeout_seconds: float) -> None:
+        """Block until a consumed queue may have work, an ack from another thread
+        returns prefetch credit, or the timeout passes."""
+        if self._drain_wait is None:
+            self._drain_wait = DrainWait(self.store.new_waiter)
+        self._drain_wait.wait(channels, timeout_seconds, self.store.wait)
+
+    def credit_returned(self) -> None:
+        """An ack or reject freed prefetch credit: a waiting consumer fetches at once."""
+        if self._event_loop is not None:
+            self._event_loop.credit_returned()
+        if self._drain_wait is not None:
+            self._drain_wait.credit_returned()
 
     def wait_timeout(self, channels: list[TQChannel]) -> float:
         """How long to block: until the next delayed message or lease is due, at most a second."""
@@ -470,12 +490,12 @@ class Transport(virtual.Transport):
             return max(min(longest, min(dues) - time()), 0.001)
         return longest
 
-    # -- consuming in the worker's event loop (Redis store) ----------------
+    # -- consuming in the worker's event loop --------------------------------
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
-        from .eventloop import EventLoopConsumer
-
         self._leave_event_loop()
-        self._event_loop = EventLoopConsumer(self, loop)
+        self._event_loop = EventLoopConsumer(
+            loop, self._consuming_channels, self.store.new_waiter, self.wait_timeout
+        )
         loop.on_tick.add(self._event_loop.on_tick)
 
     def _leave_event_loop(self) -> None:
@@ -491,4 +511,6 @@ class Transport(virtual.Transport):
     def close_channel(self, channel: Any) -> None:
         if self._event_loop is not None:
             self._event_loop.forget(channel)
+        if self._drain_wait is not None:
+            self._drain_wait.forget(channel)
         super().close_channel(channel)

@@ -45,6 +45,7 @@ from .base import (
     WorkerBeat,
 )
 from .retention import retention_from_options
+from .waiting import ThreadWaiter, Waiter
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "path_from_url"]
 
@@ -640,33 +641,69 @@ class SQLiteStore(Store):
         return min(times) if times else None
 
     def wait(self, queues: Sequence[str], timeout_seconds: float) -> None:
-        """Poll every :attr:`poll_interval_seconds` until a message is ready, a delayed one
-        is due or a lease has expired in ``queues``; never longer than the timeout."""
+        """Block until a message is ready, a delayed one is due or a lease has expired in
+        ``queues``; never longer than the timeout (see :meth:`_wait`)."""
+        self._wait(queues, timeout_seconds, None)
+
+    def new_waiter(self) -> Waiter:
+        """A thread that runs :meth:`_wait` and wakes the event loop through a pipe."""
+        return ThreadWaiter(self._wait, name="tq-sqlite-waiter")
+
+    def _wait(
+        self, queues: Sequence[str], timeout_seconds: float, stop: threading.Event | None
+    ) -> None:
+        """Poll every :attr:`poll_interval_seconds`, cheaply: ``PRAGMA data_version``
+        says whether another connection committed since the last look, and only then
+        are ``queues`` queried again; a known due time (delayed message, lease) is
+        watched by the clock. Returns early once ``stop`` is set."""
         names = list(dict.fromkeys(queues))
         deadline = time.monotonic() + max(0.0, float(timeout_seconds))
-        while True:
-            if names and self._work_available(names):
-                return
+        seen_version: int | None = None
+        next_due: float | None = None
+        while stop is None or not stop.is_set():
+            if names:
+                version = self._data_version()
+                if version != seen_version:
+                    seen_version = version
+                    ready, next_due = self._work_state(names)
+                    if ready:
+                        return
+                if next_due is not None and next_due <= time.time():
+                    return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            time.sleep(min(self.poll_interval_seconds, remaining))
+            pause = min(self.poll_interval_seconds, remaining)
+            if stop is None:
+                time.sleep(pause)
+            else:
+                stop.wait(pause)
 
-    def _work_available(self, queues: list[str]) -> bool:
-        now = time.time()
+    def _data_version(self) -> int:
+        """Changes whenever another connection commits (see SQLite's PRAGMA data_version)."""
+        with self._read("wait") as conn:
+            row = conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _work_state(self, queues: list[str]) -> tuple[bool, float | None]:
+        """Whether a message is ready in ``queues`` now, and the earliest time a delayed
+        message comes due or a lease expires there."""
+        due: list[float] = []
         with self._read("wait") as conn:
             for queue in queues:
                 row = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready')"
-                    " OR EXISTS (SELECT 1 FROM messages"
-                    "            WHERE queue = ?1 AND state = 'delayed' AND eta <= ?2)"
-                    " OR EXISTS (SELECT 1 FROM messages"
-                    "            WHERE queue = ?1 AND state = 'inflight' AND lease_until <= ?2)",
-                    (queue, now),
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready'),"
+                    " (SELECT MIN(eta) FROM messages WHERE queue = ?1 AND state = 'delayed'),"
+                    " (SELECT MIN(lease_until) FROM messages"
+                    "  WHERE queue = ?1 AND state = 'inflight')",
+                    (queue,),
                 ).fetchone()
-                if row is not None and row[0]:
-                    return True
-        return False
+                if row is None:
+                    continue
+                if row[0]:
+                    return True, None
+                due.extend(float(value) for value in row[1:] if value is not None)
+        return False, min(due) if due else None
 
     def renew(self, leases: Iterable[Lease], lease_seconds: float) -> list[Lease]:
         """Extend the leases still held; return the ones that are not."""
