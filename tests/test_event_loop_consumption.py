@@ -97,4 +97,3 @@ def test_a_worker_answers_ping_within_a_second_idle_and_with_its_pool_full(
         assert ping(e2e, name) == [{name: {"ok": "pong"}}]
     assert len(e2e.lines_starting("done ")) == 0, "the long tasks ended too soon for this test"
     worker.kill()
-

@@ -86,7 +86,7 @@ class _Pipe:
 
 
 class _Waiters(Generic[C]):
-    """One waiter per channel, closed on any error so that a broken one is reopened."""
+    """One waiter per channel; the caller drops one that failed (the next arm reopens it)."""
 
     def __init__(self, new_waiter: Callable[[], Waiter]) -> None:
         self.new_waiter = new_waiter
@@ -97,25 +97,17 @@ class _Waiters(Generic[C]):
         if waiter is None:
             waiter = self.by_channel[channel] = self.new_waiter()
         if not waiter.armed:
-            try:
-                waiter.arm(channel.consumed_queues(), timeout_seconds)
-            except BaseException:
-                self.drop(channel)
-                raise
+            waiter.arm(channel.consumed_queues(), timeout_seconds)
         return waiter
 
-    def finish(self, channel: C) -> bool:
+    def armed(self, channel: C) -> bool:
         waiter = self.by_channel.get(channel)
-        if waiter is None:
-            return False
-        try:
-            finished = waiter.finish()
-        except BaseException:
-            self.drop(channel)
-            raise
-        if not finished:
-            self.drop(channel)
-        return finished
+        return waiter is not None and waiter.armed
+
+    def finish(self, channel: C) -> bool:
+        """End the channel's wait; False when it broke instead (then drop the waiter)."""
+        waiter = self.by_channel.get(channel)
+        return waiter is not None and waiter.finish()
 
     def drop(self, channel: C) -> None:
         waiter = self.by_channel.pop(channel, None)
@@ -183,7 +175,7 @@ class EventLoopConsumer(Generic[C]):
         try:
             waiter = self.waiters.arm(channel, self.wait_timeout([channel]))
         except BaseException:
-            self._unregister(channel)
+            self.forget(channel)
             raise
         fd = waiter.fileno()
         if fd != self.fds.get(channel):
@@ -203,13 +195,13 @@ class EventLoopConsumer(Generic[C]):
                 try:
                     finished = self.waiters.finish(channel)
                 except BaseException:
-                    self._unregister(channel)
+                    self.forget(channel)
                     raise
                 if finished:
                     channel.maybe_more = True
                     self.on_tick()
                 else:
-                    self._unregister(channel)
+                    self.forget(channel)
                 return
 
     def _unregister(self, channel: C) -> None:
@@ -221,6 +213,8 @@ class EventLoopConsumer(Generic[C]):
                 pass
 
     def forget(self, channel: C) -> None:
+        """Stop watching the channel's waiter, then close it (in that order: a closed
+        descriptor's number may be reused at once)."""
         self._unregister(channel)
         self.waiters.drop(channel)
 
@@ -242,6 +236,8 @@ class DrainWait(Generic[C]):
     Once one has none, an ack from another thread may return it at any moment: then
     the waiters of the channels with credit and a credit pipe are watched together,
     so that such an ack leads to a fetch at once instead of after the wait's timeout.
+    A waiter left armed by such a wait is watched again next time (never alongside the
+    store's own wait, which could miss the wake-up the waiter takes).
     """
 
     def __init__(self, new_waiter: Callable[[], Waiter]) -> None:
@@ -265,20 +261,33 @@ class DrainWait(Generic[C]):
         try:
             self._credit.drain()  # before looking at the credit: a later ack writes again
             credited = [ch for ch in channels if ch.qos.can_consume()]
-            if len(credited) == len(channels):
+            if len(credited) == len(channels) and not any(map(self.waiters.armed, credited)):
                 queues = [q for ch in credited for q in ch.consumed_queues()]
                 store_wait(list(dict.fromkeys(queues)), timeout_seconds)
                 return
             watched: dict[int, C | None] = {self._credit.read_fd: None}
             for channel in credited:
-                fd = self.waiters.arm(channel, timeout_seconds).fileno()
+                try:
+                    fd = self.waiters.arm(channel, timeout_seconds).fileno()
+                except BaseException:
+                    self.waiters.drop(channel)
+                    raise
                 if fd is not None:
                     watched[fd] = channel
-            readable, _, _ = select.select(list(watched), [], [], timeout_seconds)
-            for fd in readable:
+            poller = select.poll()  # not select.select: descriptors may exceed 1023
+            for fd in watched:
+                poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll(max(timeout_seconds, 0.0) * 1000):
                 waiting = watched[fd]
-                if waiting is not None:
-                    self.waiters.finish(waiting)
+                if waiting is None:
+                    continue
+                try:
+                    finished = self.waiters.finish(waiting)
+                except BaseException:
+                    self.waiters.drop(waiting)
+                    raise
+                if not finished:
+                    self.waiters.drop(waiting)
         finally:
             self._watching = False
 
