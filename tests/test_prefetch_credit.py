@@ -160,3 +160,33 @@ def test_in_an_event_loop_an_ack_from_another_thread_leads_to_a_fetch_at_once(
         assert acked, "the second message was delivered before the first was acked"
         assert received.times[1] - acked[0] < 0.5
         received.messages[1].ack()
+
+
+def test_drain_events_after_a_credit_wake_up_still_hears_of_new_messages(
+    connection: Connection, publisher: Any
+) -> None:
+    # Given drain_events woken once by an ack from another thread (so the other
+    # consumer's waiter was left waiting), and every consumer with credit again
+    publisher(WORK, {"n": 0}, {"n": 1})
+    received, others = Received(), Received()
+    work = Consumer(connection.channel(), [WORK], callbacks=[received], prefetch_count=1)
+    other = Consumer(connection.channel(), [OTHER], callbacks=[others])
+    with work, other:
+        connection.drain_events(timeout=5)
+        ack_later(received.messages[0], 0.3)
+        connection.drain_events(timeout=10)
+        received.messages[1].ack()
+        # When a message for the other consumer arrives while drain_events waits
+        published: list[float] = []
+
+        def publish() -> None:
+            publisher(OTHER, {"other": 1})
+            published.append(time.monotonic())
+
+        timer = threading.Timer(0.3, publish)
+        timer.start()
+        connection.drain_events(timeout=10)
+        timer.join()
+        # Then it is delivered at once, not after the 5 s wait timeout
+        assert [m.payload for m in others.messages] == [{"other": 1}]
+        assert others.times[0] - published[0] < 1.0
