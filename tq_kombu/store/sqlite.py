@@ -169,6 +169,24 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
+#: Held by waiter threads while they are inside SQLite, and by a fork while it happens:
+#: SQLite's own mutexes (its allocator's, for one) held by a thread at fork time would
+#: stay locked in the child (a prefork pool process) for good. The waiters poll many
+#: times a second, so without it a fork would sooner or later catch one mid-query.
+_FORK_GUARD = threading.Lock()
+
+
+def _release_fork_guard() -> None:
+    _FORK_GUARD.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_FORK_GUARD.acquire,
+        after_in_parent=_release_fork_guard,
+        after_in_child=_release_fork_guard,
+    )
+
 
 def path_from_url(url: str) -> str:
     """The database path in a ``sqlite:///...`` URL (kombu/SQLAlchemy rule).
@@ -660,14 +678,17 @@ class SQLiteStore(Store):
         deadline = time.monotonic() + max(0.0, float(timeout_seconds))
         seen_version: int | None = None
         next_due: float | None = None
+        ready = False
         while stop is None or not stop.is_set():
             if names:
-                version = self._data_version()
-                if version != seen_version:
-                    seen_version = version
-                    ready, next_due = self._work_state(names)
-                    if ready:
-                        return
+                with _FORK_GUARD:
+                    version = self._data_version()
+                    changed = version != seen_version
+                    if changed:
+                        seen_version = version
+                        ready, next_due = self._work_state(names)
+                if changed and ready:
+                    return
                 if next_due is not None and next_due <= time.time():
                     return
             remaining = deadline - time.monotonic()
