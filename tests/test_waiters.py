@@ -8,12 +8,15 @@ Every wait below is bounded; the lower bounds make sure a waiter that returns at
 
 from __future__ import annotations
 
+import ast
 import select
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import tq_kombu.eventloop
 from tq_kombu.store import Store, open_store
 from tq_kombu.store.base import NewMessage
 from tq_kombu.store.sqlite import SQLiteStore
@@ -186,3 +189,15 @@ def test_the_sqlite_wait_looks_at_the_queues_only_when_the_database_changed(
     sqlite_store.wait(["q"], 0.5)
     # Then it queried the queues once, and only checked PRAGMA data_version after
     assert len(looks) == 1
+
+
+def test_the_event_loop_consumer_depends_on_the_waiter_protocol_only() -> None:
+    # eventloop.py knows stores only through their waiter (no RedisStore, no transport),
+    # so that a new store plugs in by offering new_waiter() and nothing else
+    tree = ast.parse(Path(tq_kombu.eventloop.__file__).read_text())
+    local_imports = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level > 0 and node.module
+    }
+    assert local_imports == {"store.waiting"}
