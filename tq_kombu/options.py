@@ -157,7 +157,8 @@ _OPTIONS = (
            "Redis: how long connecting may take", seconds,
            default_text="none", passed_as="socket_connect_timeout"),
     Option("poll_interval_seconds", 0.05, "seconds", "sqlite",
-           "SQLite: how often an idle consumer looks for new messages", seconds),
+           "SQLite: how often an idle consumer checks whether the database changed "
+           "(`PRAGMA data_version`)", seconds),
     Option("busy_timeout_seconds", 30.0, "seconds", "sqlite",
            "SQLite: how long a writer waits for the database lock", seconds),
     Option("synchronous", "FULL", "", "sqlite",

@@ -22,6 +22,7 @@ from kombu.transport.base import to_rabbitmq_queue_arguments
 from . import options as tq_options
 from .envelope import Envelope, EnvelopeError, envelope_from_settings
 from .errors import StoreError, StoreUnavailable
+from .eventloop import DrainWait, EventLoopConsumer
 from .lease import LeaseKeeper
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
 from .queue_lifetime import (
@@ -76,10 +77,12 @@ class QoS(virtual.QoS):
     def ack(self, delivery_tag: str) -> None:
         self.channel.settle(delivery_tag, "ack")
         super().ack(delivery_tag)
+        self.channel.connection.credit_returned()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         self.channel.settle(delivery_tag, "requeue" if requeue else "reject")
         self._quick_ack(delivery_tag)
+        self.channel.connection.credit_returned()
 
     def restore_unacked(self) -> list[tuple[BaseException, Any]]:
         """Give back every message held but not acknowledged (warm shutdown, close)."""
@@ -415,8 +418,9 @@ class Transport(virtual.Transport):
     #: in localhost:6379 where a part is missing): see :mod:`tq_kombu.urls`.
     can_parse_url = True
 
+    # Every store offers a waiter (tq_kombu.store.waiting): consume in the event loop.
     implements = virtual.Transport.implements.extend(
-        asynchronous=False,
+        asynchronous=True,
         exchange_type=frozenset(["direct", "topic", "fanout"]),
     )
     connection_errors = virtual.Transport.connection_errors + (StoreUnavailable,)  # type: ignore[assignment]
@@ -430,7 +434,6 @@ class Transport(virtual.Transport):
         self.envelope: Envelope = envelope_from_settings(self.settings)
         self.store = open_store(url, **self._store_options(client, self.settings))
         self.driver_type = self.store.driver_type
-        self.implements = self.implements.extend(asynchronous=self.store.driver_type == "redis")
         self.lease_keeper = LeaseKeeper(self.store, float(self.settings["lease_seconds"]))
         self.queue_keeper = QueueKeeper(
             self.store,
@@ -440,7 +443,8 @@ class Transport(virtual.Transport):
         self.lease_keeper.periodic.append(self.queue_keeper.refresh)
         #: Leases of the messages this process holds, by kombu delivery tag.
         self._leases: dict[str, Lease] = {}
-        self._event_loop: Any = None
+        self._event_loop: EventLoopConsumer[TQChannel] | None = None
+        self._drain_wait: DrainWait[TQChannel] | None = None
 
     @property
     def default_connection_params(self) -> dict[str, Any]:
@@ -472,6 +476,9 @@ class Transport(virtual.Transport):
         super().close_connection(connection)
         self.lease_keeper.stop()
         self._leave_event_loop()
+        if self._drain_wait is not None:
+            self._drain_wait.close()
+            self._drain_wait = None
         self.store.close()
 
     # -- delivery --------------------------------------------------------------
@@ -543,14 +550,27 @@ class Transport(virtual.Transport):
                 if left <= 0:
                     raise TimeoutError()
                 remaining = min(remaining, left)
-            queues = [q for ch in channels if ch.qos.can_consume() for q in ch.consumed_queues()]
-            if queues:
-                self.store.wait(list(dict.fromkeys(queues)), remaining)
+            if channels:
+                self._wait_for_work(channels, remaining)
             else:
-                # nothing to consume (or no credit): let the caller's loop run
+                # nothing to consume: let the caller's loop run
                 from time import sleep
 
                 sleep(min(remaining, 0.05))
+
+    def _wait_for_work(self, channels: list[TQChannel], timeout_seconds: float) -> None:
+        """Block until a consumed queue may have work, an ack from another thread
+        returns prefetch credit, or the timeout passes."""
+        if self._drain_wait is None:
+            self._drain_wait = DrainWait(self.store.new_waiter)
+        self._drain_wait.wait(channels, timeout_seconds, self.store.wait)
+
+    def credit_returned(self) -> None:
+        """An ack or reject freed prefetch credit: a waiting consumer fetches at once."""
+        if self._event_loop is not None:
+            self._event_loop.credit_returned()
+        if self._drain_wait is not None:
+            self._drain_wait.credit_returned()
 
     def wait_timeout(self, channels: list[TQChannel]) -> float:
         """How long to block: until the next delayed message or lease is due, at most a second."""
@@ -562,12 +582,12 @@ class Transport(virtual.Transport):
             return max(min(longest, min(dues) - time()), 0.001)
         return longest
 
-    # -- consuming in the worker's event loop (Redis store) ----------------
+    # -- consuming in the worker's event loop --------------------------------
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
-        from .eventloop import EventLoopConsumer
-
         self._leave_event_loop()
-        self._event_loop = EventLoopConsumer(self, loop)
+        self._event_loop = EventLoopConsumer(
+            loop, self._consuming_channels, self.store.new_waiter, self.wait_timeout
+        )
         loop.on_tick.add(self._event_loop.on_tick)
 
     def _leave_event_loop(self) -> None:
@@ -583,4 +603,6 @@ class Transport(virtual.Transport):
     def close_channel(self, channel: Any) -> None:
         if self._event_loop is not None:
             self._event_loop.forget(channel)
+        if self._drain_wait is not None:
+            self._drain_wait.forget(channel)
         super().close_channel(channel)

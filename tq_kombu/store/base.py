@@ -23,6 +23,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .waiting import ThreadWaiter, Waiter
+
 
 class State(enum.StrEnum):
     """Where a message is in its life."""
@@ -240,6 +242,13 @@ class Store(ABC):
     @abstractmethod
     def wait(self, queues: Sequence[str], timeout_seconds: float) -> None:
         """Block until a message may have become ready in ``queues`` or the timeout passes."""
+
+    def new_waiter(self) -> Waiter:
+        """A waiter for one consumer that must not block (an event loop): its file
+        descriptor turns readable when :meth:`wait` would return (see
+        :mod:`tq_kombu.store.waiting`). By default :meth:`wait` runs in a thread;
+        a store with a socket to block on offers that instead."""
+        return ThreadWaiter(lambda queues, timeout, stop: self.wait(queues, timeout))
 
     @abstractmethod
     def renew(self, leases: Iterable[Lease], lease_seconds: float) -> list[Lease]:

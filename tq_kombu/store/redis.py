@@ -43,7 +43,9 @@ from .base import (
     Store,
     WorkerBeat,
 )
+from .redis_wait import SocketWaiter
 from .retention import retention_from_options
+from .waiting import Waiter
 
 #: Ready scores are (255 - priority) * SEQ_SPAN + sequence (see enqueue.lua).
 SEQ_SPAN = 2**44
@@ -609,6 +611,10 @@ class RedisStore(Store):
         return alive
 
     # -- event-loop support (used by the transport) --------------------------
+    def new_waiter(self) -> Waiter:
+        """BZPOPMIN on the marker keys, on a dedicated connection the loop watches."""
+        return SocketWaiter(self)
+
     def new_connection(self) -> redis.connection.Connection:
         """A dedicated connection for a consumer's blocking wait in an event loop."""
         pool = self.client.connection_pool

@@ -47,6 +47,7 @@ from .base import (
     WorkerBeat,
 )
 from .retention import retention_from_options
+from .waiting import ThreadWaiter, Waiter
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "path_from_url"]
 
@@ -201,6 +202,24 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+#: Held by waiter threads while they are inside SQLite, and by a fork while it happens:
+#: SQLite's own mutexes (its allocator's, for one) held by a thread at fork time would
+#: stay locked in the child (a prefork pool process) for good. The waiters poll many
+#: times a second, so without it a fork would sooner or later catch one mid-query.
+_FORK_GUARD = threading.Lock()
+
+
+def _release_fork_guard() -> None:
+    _FORK_GUARD.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_FORK_GUARD.acquire,
+        after_in_parent=_release_fork_guard,
+        after_in_child=_release_fork_guard,
+    )
 
 
 def path_from_url(url: str) -> str:
@@ -729,33 +748,72 @@ class SQLiteStore(Store):
         return min(times) if times else None
 
     def wait(self, queues: Sequence[str], timeout_seconds: float) -> None:
-        """Poll every :attr:`poll_interval_seconds` until a message is ready, a delayed one
-        is due or a lease has expired in ``queues``; never longer than the timeout."""
+        """Block until a message is ready, a delayed one is due or a lease has expired in
+        ``queues``; never longer than the timeout (see :meth:`_wait`)."""
+        self._wait(queues, timeout_seconds, None)
+
+    def new_waiter(self) -> Waiter:
+        """A thread that runs :meth:`_wait` and wakes the event loop through a pipe."""
+        return ThreadWaiter(self._wait, name="tq-sqlite-waiter")
+
+    def _wait(
+        self, queues: Sequence[str], timeout_seconds: float, stop: threading.Event | None
+    ) -> None:
+        """Poll every :attr:`poll_interval_seconds`, cheaply: ``PRAGMA data_version``
+        says whether another connection committed since the last look, and only then
+        are ``queues`` queried again; a known due time (delayed message, lease) is
+        watched by the clock. Returns early once ``stop`` is set."""
         names = list(dict.fromkeys(queues))
         deadline = time.monotonic() + max(0.0, float(timeout_seconds))
-        while True:
-            if names and self._work_available(names):
-                return
+        seen_version: int | None = None
+        next_due: float | None = None
+        ready = False
+        while stop is None or not stop.is_set():
+            if names:
+                with _FORK_GUARD:
+                    version = self._data_version()
+                    changed = version != seen_version
+                    if changed:
+                        seen_version = version
+                        ready, next_due = self._work_state(names)
+                if changed and ready:
+                    return
+                if next_due is not None and next_due <= time.time():
+                    return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            time.sleep(min(self.poll_interval_seconds, remaining))
+            pause = min(self.poll_interval_seconds, remaining)
+            if stop is None:
+                time.sleep(pause)
+            else:
+                stop.wait(pause)
 
-    def _work_available(self, queues: list[str]) -> bool:
-        now = time.time()
+    def _data_version(self) -> int:
+        """Changes whenever another connection commits (see SQLite's PRAGMA data_version)."""
+        with self._read("wait") as conn:
+            row = conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _work_state(self, queues: list[str]) -> tuple[bool, float | None]:
+        """Whether a message is ready in ``queues`` now, and the earliest time a delayed
+        message comes due or a lease expires there."""
+        due: list[float] = []
         with self._read("wait") as conn:
             for queue in queues:
                 row = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready')"
-                    " OR EXISTS (SELECT 1 FROM messages"
-                    "            WHERE queue = ?1 AND state = 'delayed' AND eta <= ?2)"
-                    " OR EXISTS (SELECT 1 FROM messages"
-                    "            WHERE queue = ?1 AND state = 'inflight' AND lease_until <= ?2)",
-                    (queue, now),
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready'),"
+                    " (SELECT MIN(eta) FROM messages WHERE queue = ?1 AND state = 'delayed'),"
+                    " (SELECT MIN(lease_until) FROM messages"
+                    "  WHERE queue = ?1 AND state = 'inflight')",
+                    (queue,),
                 ).fetchone()
-                if row is not None and row[0]:
-                    return True
-        return False
+                if row is None:
+                    continue
+                if row[0]:
+                    return True, None
+                due.extend(float(value) for value in row[1:] if value is not None)
+        return False, min(due) if due else None
 
     def renew(self, leases: Iterable[Lease], lease_seconds: float) -> list[Lease]:
         """Extend the leases still held; return the ones that are not."""
