@@ -1,0 +1,56 @@
+"""The Store contract, in slices by audience; a backend implements every slice.
+
+=================  ===========================================  =======================
+slice              operations                                   used by
+=================  ===========================================  =======================
+HotPath            enqueue, fetch, take, wait, renew, settle    the transport
+DeadLetters        bury by id, replay, retention, failures      extension, admin
+Inspection         counts, levels, info, find by task, lists    admin, CLI, metrics
+Administration     cancel, set priority, release, purge         admin, CLI
+Routing            bindings, queue lifetimes                    the transport
+Workers            heartbeats                                   extension, CLI
+=================  ===========================================  =======================
+
+Each public method checks its input once, for every store (priority 0..255,
+``lease_seconds > 0``, ``max_deliveries >= 1``, known states, queue names), then calls
+the backend's hook of the same name with a leading underscore. A store is safe to share
+between the threads of one process and between processes on the same data.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+from .administration import Administration
+from .dead_letters import DeadLetters
+from .hot_path import PROMOTE_LIMIT, SKIP_SCAN_LIMIT, HotPath
+from .inspection import Inspection
+from .routing import Routing
+from .workers import Workers
+
+__all__ = [
+    "PROMOTE_LIMIT",
+    "SKIP_SCAN_LIMIT",
+    "Administration",
+    "DeadLetters",
+    "HotPath",
+    "Inspection",
+    "Routing",
+    "Store",
+    "Workers",
+]
+
+
+class Store(HotPath, DeadLetters, Inspection, Administration, Routing, Workers):
+    """Storage behind the tq transport: every slice of the contract."""
+
+    #: kombu ``driver_type`` reported by transports on this store.
+    driver_type: str = "tq"
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`~tq_kombu.errors.StoreError` if the store cannot be reached."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the store may be used again afterwards (it reconnects)."""

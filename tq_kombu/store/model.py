@@ -1,0 +1,184 @@
+"""What a store speaks in: message states, dead reasons and the records passed in and out.
+
+A message lives in exactly one state at a time::
+
+    waiting (dependencies) -> delayed (ETA) -> ready -> in flight (leased) -> done | dead
+
+Times are Unix timestamps in seconds (floats); durations carry their unit in their name.
+The operations over these records are the contract slices in :mod:`tq_kombu.store.contract`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class State(enum.StrEnum):
+    """Where a message is in its life."""
+
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    READY = "ready"
+    INFLIGHT = "inflight"
+    DEAD = "dead"
+
+
+class DeadReason(enum.StrEnum):
+    """Why a message was set aside as dead (more reasons come with later features)."""
+
+    MAX_DELIVERIES = "max_deliveries"
+    REJECTED = "rejected"
+    UNDECRYPTABLE = "undecryptable"
+    FAILED = "failed"
+    MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
+    EXPIRED = "expired"
+    DEPENDENCY_FAILED = "dependency_failed"
+    MEMORY_LIMIT = "memory_limit"
+    #: Opened, but not a message kombu and Celery can consume (structure, types).
+    MALFORMED = "malformed"
+    #: The store's own record of the message cannot be read (metadata, a column).
+    CORRUPT = "corrupt"
+    #: Over ``max_message_bytes``, stored or decompressed.
+    TOO_LARGE = "too_large"
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to enqueue. Only ``payload`` may hold anything secret."""
+
+    message_id: str
+    payload: bytes
+    priority: int
+    #: Unix time (seconds) before which it must not be handed out; None = now.
+    eta: float | None = None
+    task_name: str = ""
+    task_id: str = ""
+    #: Stored as WAITING (for the dependency resolver) until ``release_waiting``.
+    waiting: bool = False
+    #: Seconds after which it must never be handed out (AMQP ``expiration``); None = never.
+    ttl_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof that one consumer holds one delivery of a message."""
+
+    queue: str
+    message_id: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message handed out by ``fetch`` (or by ``take``: its lease token is then empty,
+    since the store no longer holds the message)."""
+
+    lease: Lease
+    payload: bytes
+    priority: int
+    #: How many times this message has been handed out, this time included.
+    delivery_count: int
+    #: When the store first took the message (Unix time), if the store says.
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    deliveries: list[Delivery]
+    #: True when ready messages were left behind in the fetched queues.
+    more_ready: bool
+    #: Earliest Unix time at which a delayed message comes due or a lease expires
+    #: in the fetched queues (a consumer should fetch again then), or None.
+    next_due: float | None
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    ready: int = 0
+    delayed: int = 0
+    inflight: int = 0
+    dead: int = 0
+    waiting: int = 0
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """What the store knows about one message, without decrypting it."""
+
+    queue: str
+    message_id: str
+    state: State
+    priority: int
+    delivery_count: int
+    task_name: str
+    task_id: str
+    eta: float | None = None
+    dead_reason: str | None = None
+    dead_detail: str | None = None
+    #: When the store first took the message (Unix time).
+    created_at: float | None = None
+    dead_at: float | None = None
+    #: The worker that set the message aside, when known.
+    hostname: str | None = None
+    #: Dead messages of failed tasks: how many times the task ran (Celery retries + 1).
+    attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Why a message died, as ``bury`` and ``bury_payload`` record it."""
+
+    reason: str
+    detail: str = ""
+    #: Sealed (encrypted) failure record: exception type, message, traceback.
+    failure: bytes = b""
+    hostname: str = ""
+    #: How many times the task ran (Celery retries + 1), when a task failed.
+    attempts: int | None = None
+    #: For ``bury_payload`` of a message the store no longer holds (acknowledged
+    #: already): its delivery count and when the store first took it (Unix time).
+    delivery_count: int | None = None
+    first_seen: float | None = None
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long dead messages are kept: the oldest go first past either limit."""
+
+    ttl_seconds: float = 7 * 24 * 3600
+    max_per_queue: int = 10_000
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A queue bound to an exchange (kept in the store so fanout reaches every process)."""
+
+    exchange: str
+    routing_key: str
+    pattern: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class QueueLifetime:
+    """How long a queue and its messages live (AMQP ``x-expires``, ``auto_delete``,
+    ``x-message-ttl``), as the store keeps it for every process."""
+
+    #: The queue vanishes with its messages once unused this long; None = it stays.
+    expires_seconds: float | None = None
+    #: A message older than this in the queue is never handed out; None = no limit.
+    message_ttl_seconds: float | None = None
+
+    @property
+    def self_expiring(self) -> bool:
+        """A queue that vanishes by itself: its expired messages are dropped, not kept dead."""
+        return self.expires_seconds is not None
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    worker: str
+    seen_at: float
+    info: dict[str, Any] = field(default_factory=dict)
