@@ -1,0 +1,209 @@
+"""The memory store's hot path: publish, hand out, wait, renew and settle."""
+
+from __future__ import annotations
+
+import time
+
+from ..contract import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
+from ..model import (
+    DeadLetter,
+    DeadReason,
+    Delivery,
+    FetchResult,
+    Lease,
+    MessageInfo,
+    NewMessage,
+    State,
+)
+from .records import EXPIRED_DETAIL, QUEUED, MemoryState, Record, order_of
+
+
+class MemoryHotPath(MemoryState):
+    """The HotPath hooks."""
+
+    def _enqueue(self, queue: str, message: NewMessage) -> None:
+        with self._changed:
+            records = self._queue(queue)
+            if message.message_id in records:
+                return
+            now = self.clock()
+            state = State.READY
+            if message.waiting:
+                state = State.WAITING
+            elif message.eta is not None and message.eta > now:
+                state = State.DELAYED
+            info = MessageInfo(
+                queue, message.message_id, state, message.priority, 0, message.task_name,
+                message.task_id, eta=message.eta, created_at=now,
+            )  # fmt: skip
+            record = Record(info, message.payload, next(self._seq))
+            ttls = [] if message.ttl_seconds is None else [message.ttl_seconds]
+            lifetime = self._lifetimes.get(queue)
+            if lifetime is not None and lifetime[0].message_ttl_seconds is not None:
+                ttls.append(lifetime[0].message_ttl_seconds)
+            record.expires_at = now + min(ttls) if ttls else None
+            records[message.message_id] = record
+            self._changed.notify_all()
+
+    def _fetch(
+        self,
+        queues: list[str],
+        max_count: int,
+        consumer_id: str,
+        lease_seconds: float,
+        max_deliveries: int,
+        skip_task_names: list[str],
+    ) -> FetchResult:
+        return self._hand_out(
+            queues, max_count, consumer_id, lease_seconds, max_deliveries, set(skip_task_names)
+        )
+
+    def _take(self, queues: list[str], max_count: int) -> FetchResult:
+        return self._hand_out(queues, max_count, "", None, 1, set())
+
+    def _hand_out(
+        self,
+        queues: list[str],
+        max_count: int,
+        consumer_id: str,
+        lease_seconds: float | None,
+        max_deliveries: int,
+        skip: set[str],
+    ) -> FetchResult:
+        """Promote, expire, then lease (or, without ``lease_seconds``, take) the best."""
+        with self._changed:
+            now = self.clock()
+            self._promote(queues, now)
+            self._expire_messages(queues, now)
+            ready = sorted(
+                (r for q in queues for r in self._eligible(q, skip)), key=order_of(State.READY)
+            )
+            deliveries: list[Delivery] = []
+            for record in ready:
+                if len(deliveries) >= max_count:
+                    break
+                queue, message_id = record.info.queue, record.info.message_id
+                count_ = record.info.delivery_count + 1
+                self._set(record, delivery_count=count_)
+                if lease_seconds is None:
+                    del self._messages[queue][message_id]
+                    lease = Lease(queue, message_id, "")
+                elif count_ > max_deliveries:
+                    detail = f"handed out {count_ - 1} times without being acknowledged"
+                    self._kill(queue, record, DeadLetter(DeadReason.MAX_DELIVERIES, detail), now)
+                    continue
+                else:
+                    self._set(record, state=State.INFLIGHT)
+                    record.lease_token = f"{consumer_id}:{count_}"
+                    record.lease_until = now + lease_seconds
+                    lease = Lease(queue, message_id, record.lease_token)
+                deliveries.append(
+                    Delivery(
+                        lease, record.payload, record.info.priority, count_, record.info.created_at
+                    )
+                )
+            more = any(self._eligible(q, skip) for q in queues)
+            return FetchResult(deliveries, more, self._next_due(queues))
+
+    def _eligible(self, queue: str, skip: set[str]) -> list[Record]:
+        """Ready messages a fetch may hand out: not skipped, and with fewer than
+        SKIP_SCAN_LIMIT skipped messages before them in the queue."""
+        eligible, skipped = [], 0
+        for record in sorted(self._in_state(queue, State.READY), key=order_of(State.READY)):
+            if record.info.task_name in skip:
+                skipped += 1
+                if skipped >= SKIP_SCAN_LIMIT:
+                    break
+            else:
+                eligible.append(record)
+        return eligible
+
+    def _promote(self, queues: list[str], now: float) -> None:
+        """Up to PROMOTE_LIMIT due delayed messages and as many expired leases per queue
+        become ready, in the order they came due."""
+        due: list[Record] = []
+        for queue in queues:
+            for state in (State.DELAYED, State.INFLIGHT):
+                came_due = [r for r in self._in_state(queue, state) if r.due_at() <= now]
+                due += sorted(came_due, key=order_of(state))[:PROMOTE_LIMIT]
+        for record in sorted(due, key=lambda r: (r.due_at(), r.seq)):
+            self._to_ready(record)
+
+    def _expire_messages(self, queues: list[str], now: float) -> None:
+        """Queued messages past their TTL go: dropped in a self-expiring queue, dead
+        (reason ``expired``) in any other."""
+        for queue in queues:
+            lifetime = self._lifetimes.get(queue)
+            dropping = lifetime is not None and lifetime[0].self_expiring
+            for record in list(self._messages.get(queue, {}).values()):
+                if record.expires_at is None or record.expires_at > now:
+                    continue
+                record.expires_at = None
+                if record.state not in QUEUED:
+                    continue
+                if dropping:
+                    del self._messages[queue][record.info.message_id]
+                else:
+                    self._kill(queue, record, DeadLetter(DeadReason.EXPIRED, EXPIRED_DETAIL), now)
+
+    def _next_due(self, queues: list[str]) -> float | None:
+        times = [
+            r.due_at() for q in queues for r in self._in_state(q, State.DELAYED, State.INFLIGHT)
+        ]
+        return min(times) if times else None
+
+    def _work_available(self, queues: list[str], now: float) -> bool:
+        return any(
+            r.state == State.READY
+            or (r.state in (State.DELAYED, State.INFLIGHT) and r.due_at() <= now)
+            for q in queues
+            for r in self._messages.get(q, {}).values()
+        )
+
+    def _wait(self, queues: list[str], timeout_seconds: float) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        with self._changed:
+            while not self._work_available(queues, self.clock()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                due = self._next_due(queues)
+                if due is not None:
+                    remaining = min(remaining, max(due - self.clock(), 0.001))
+                self._changed.wait(remaining)
+
+    def _renew(self, leases: list[Lease], lease_seconds: float) -> list[Lease]:
+        with self._changed:
+            until = self.clock() + lease_seconds
+            lost = []
+            for lease in leases:
+                record = self._held(lease)
+                if record is None:
+                    lost.append(lease)
+                else:
+                    record.lease_until = until
+            return lost
+
+    def _ack(self, lease: Lease) -> bool:
+        with self._changed:
+            if self._held(lease) is None:
+                return False
+            del self._messages[lease.queue][lease.message_id]
+            return True
+
+    def _release(self, lease: Lease) -> bool:
+        return self._requeue(lease)  # the delivery stays counted either way
+
+    def _requeue(self, lease: Lease) -> bool:
+        with self._changed:
+            record = self._held(lease)
+            if record is not None:
+                self._to_ready(record)
+            return record is not None
+
+    def _bury(self, lease: Lease, dead: DeadLetter) -> bool:
+        with self._changed:
+            record = self._held(lease)
+            if record is not None:
+                self._kill(lease.queue, record, dead, self.clock())
+            return record is not None
