@@ -201,17 +201,13 @@ class Admin:
 
     def find(self, message_or_task_id: str, queues: QueueScope = None) -> MessageInfo:
         """The message with this message id or Celery task id, in any state (by message
-        id first; a task id is looked up by reading the queues' metadata)."""
+        id first, then through the store's task id index)."""
         searched = self._scope(queues)
-        for queue in searched:
-            info = self.store.info(queue, message_or_task_id)
-            if info is not None:
-                return info
-        for queue in searched:
-            for state in STATE_ORDER:
-                for info in self._all(queue, state):
-                    if info.task_id == message_or_task_id:
-                        return info
+        for lookup in (self.store.info, self.store.find_task):
+            for queue in searched:
+                info = lookup(queue, message_or_task_id)
+                if info is not None:
+                    return info
         raise MessageNotFound(
             f"no message or task with id {message_or_task_id!r} in "
             f"{', '.join(searched) or 'any queue'}"
