@@ -1,7 +1,7 @@
 """Each real store agrees with the reference memory store under random operations.
 
 A hypothesis state machine applies the same enqueues (priorities, ETAs, waiting),
-fetches, acks, requeues, releases, burials, lease expiries, replays, cancels,
+fetches, takes (no-ack), acks, requeues, releases, burials, lease expiries, replays, cancels,
 re-prioritisations and purges to a real store (SQLite, Redis) and to a MemoryStore,
 then checks that both hold the same messages in the same states, in the same order
 where the contract gives one (ready: hand-out order; delayed: due order; waiting:
@@ -101,6 +101,14 @@ class StoreAgreesWithModel(RuleBasedStateMachine):
         assert real.more_ready == model.more_ready
         for mine, theirs in zip(real.deliveries, model.deliveries, strict=True):
             self.held[mine.lease.message_id] = (queue, mine.lease, theirs.lease)
+
+    @rule(queue=st.sampled_from(QUEUES), max_count=st.integers(0, 3))
+    def take(self, queue: str, max_count: int) -> None:
+        # a no-ack consumer takes messages: both stores hand out and remove the same ones
+        real, model = (store.take([queue], max_count) for store in (self.real, self.model))
+        got = [(d.lease.message_id, d.priority, d.delivery_count) for d in real.deliveries]
+        assert got == [(d.lease.message_id, d.priority, d.delivery_count) for d in model.deliveries]
+        assert real.more_ready == model.more_ready
 
     def _take_held(self, data: st.DataObject) -> tuple[str, Lease, Lease]:
         message_id = data.draw(st.sampled_from(sorted(self.held)))
