@@ -23,6 +23,8 @@ class LeaseKeeper:
         self.lease_seconds = lease_seconds
         self.interval_seconds = max(lease_seconds / 3, 0.05)
         self._held: dict[Lease, None] = {}
+        #: Held leases being settled: losing one races an ack and is not worth a warning.
+        self._settling: set[Lease] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -35,9 +37,15 @@ class LeaseKeeper:
         if self._thread is None:
             self.start()
 
+    def settling(self, lease: Lease) -> None:
+        with self._lock:
+            if lease in self._held:
+                self._settling.add(lease)
+
     def drop(self, lease: Lease) -> None:
         with self._lock:
             self._held.pop(lease, None)
+            self._settling.discard(lease)
 
     def held(self) -> list[Lease]:
         with self._lock:
@@ -65,6 +73,11 @@ class LeaseKeeper:
         leases = self.held()
         if leases:
             for lease in self.store.renew(leases, self.lease_seconds):
+                with self._lock:
+                    quiet = lease not in self._held or lease in self._settling
+                if quiet:  # acknowledged (or being settled) while the renewal was in flight
+                    self.drop(lease)
+                    continue
                 logger.warning(
                     "tq: lost the lease of message %s in queue %r (it expired and was handed "
                     "to another consumer); raise lease_seconds if the worker was stalled",

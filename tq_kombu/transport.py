@@ -20,6 +20,7 @@ from kombu.transport import virtual
 
 from .envelope import Envelope, EnvelopeError
 from .errors import StoreError, StoreUnavailable
+from .held import HeldLeases, held_leases
 from .keyring import keyring_from_options
 from .lease import LeaseKeeper
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
@@ -79,18 +80,19 @@ class QoS(virtual.QoS):
         self._quick_ack(delivery_tag)
 
     def restore_unacked(self) -> list[tuple[BaseException, Any]]:
-        """Give back every message held but not acknowledged (warm shutdown, close)."""
+        """Give back every message held but not acknowledged (warm shutdown, close).
+        After a lost connection, a message stays held while the worker references it
+        (a running task acks it later) and is released once the worker drops it."""
         self._flush()
         errors: list[tuple[BaseException, Any]] = []
+        lost = self.channel.connection_lost
         while self._delivered:
             tag, message = self._delivered.popitem()
+            if lost:
+                self.channel.held.orphan(tag, message)
+                continue
             try:
                 self.channel.settle(tag, "release")
-            except StoreUnavailable:
-                logger.warning(
-                    "tq: store unreachable; message %s returns to its queue when its lease expires",
-                    tag,
-                )
             except BaseException as exc:  # noqa: BLE001 - reported by kombu's caller
                 errors.append((exc, message))
         return errors
@@ -133,6 +135,10 @@ class Channel(virtual.Channel):
         self.maybe_more = True
         #: When a delayed message comes due or a lease expires (Unix time).
         self.next_due: float | None = None
+        #: The process's leases in this store: settles work after the connection is gone.
+        self.held: HeldLeases = connection.held
+        #: Set when kombu collects the connection after losing it (see Transport._collect).
+        self.connection_lost = False
 
     @property
     def store(self) -> Store:
@@ -248,17 +254,30 @@ class Channel(virtual.Channel):
         self.maybe_more = result.more_ready
         self.next_due = result.next_due
         delivered = 0
-        for delivery in result.deliveries:
-            message = self._open(delivery)
-            if message is not None:
+        undelivered = list(result.deliveries)
+        try:
+            while undelivered:
+                delivery = undelivered.pop(0)
+                message = self._open(delivery)
+                if message is None:
+                    self.held.forget(delivery.lease)
+                    continue
                 self.connection._deliver(message, delivery.lease.queue)
                 delivered += 1
+        finally:
+            if undelivered:  # a delivery raised: give the rest of the batch back
+                self.held.release_unsettled([d.lease for d in undelivered])
         return delivered
 
     def _fetch(self, queues: list[str], wanted: int) -> FetchResult:
-        return self.store.fetch(
+        """Fetch, holding every lease taken at once: the whole batch is renewed from
+        here, however long the worker takes to get to its last message."""
+        result = self.store.fetch(
             queues, wanted, self.consumer_id, self.lease_seconds, self.max_deliveries
         )
+        for delivery in result.deliveries:
+            self.held.hold(delivery.lease, self.lease_seconds)
+        return result
 
     def _open(self, delivery: Delivery) -> dict[str, Any] | None:
         """The kombu message of a delivery, leased to this channel; None if unreadable."""
@@ -298,37 +317,14 @@ class Channel(virtual.Channel):
             message = self._open(delivery)
             if message is not None:
                 return message
+            self.held.forget(delivery.lease)
         raise Empty()
 
     def settle(self, delivery_tag: str, action: str) -> None:
-        """Finish a delivery in the store: ack, requeue, reject (dead) or release."""
-        lease = self.connection.unhold(delivery_tag)
-        if lease is None:
-            return
-        if action == "ack":
-            settled = self.store.ack(lease)
-        elif action == "requeue":
-            settled = self.store.requeue(lease)
-        elif action == "reject":
-            dead = DeadLetter(DeadReason.REJECTED, "rejected by the consumer", hostname=HOSTNAME)
-            settled = self.store.bury(lease, dead)
-        else:
-            settled = self.store.release(lease)
-        if not settled and action != "release":
-            info = self.store.info(lease.queue, lease.message_id)
-            if info is not None and info.state == State.DEAD:
-                # set aside by the extension while held (a task that failed for good)
-                logger.debug(
-                    "tq: message %s was set aside as dead before its %s", lease.message_id, action
-                )
-                return
-            logger.warning(
-                "tq: could not %s message %s in queue %r: its lease had expired and it was "
-                "handed out again (raise lease_seconds if workers stall)",
-                action,
-                lease.message_id,
-                lease.queue,
-            )
+        """Finish a delivery in the store: ack, requeue, reject (dead) or release. Works
+        on a channel whose connection is gone (by lease token, through a live store) and
+        never fails because the store is unreachable (retried while the lease holds)."""
+        self.held.settle(delivery_tag, action)
 
 
 TQChannel = Channel  # the name Channel is taken inside Transport by kombu's convention
@@ -359,7 +355,10 @@ class Transport(virtual.Transport):
             compress_min_bytes=int(options.get("compress_min_bytes", 1024)),
             compression=str(options.get("compression", "zlib")),
         )
-        self.store = open_store(self.store_url(client), **self._store_options(client, options))
+        url, store_options = self.store_url(client), self._store_options(client, options)
+        self.store = open_store(url, **store_options)
+        self.held = held_leases(url, store_options, self.store)
+        self.lease_seconds = float(options.get("lease_seconds", Channel.lease_seconds))
         self.driver_type = self.store.driver_type
         self.implements = self.implements.extend(asynchronous=self.store.driver_type == "redis")
         self.lease_keeper = LeaseKeeper(
@@ -367,8 +366,6 @@ class Transport(virtual.Transport):
         )
         self.lease_keeper.periodic.append(self._refresh_bindings)
         self._kept_bindings: dict[Binding, float] = {}
-        #: Leases of the messages this process holds, by kombu delivery tag.
-        self._leases: dict[str, Lease] = {}
         self._event_loop: Any = None
 
     @staticmethod
@@ -409,17 +406,18 @@ class Transport(virtual.Transport):
         self.lease_keeper.stop()
         self._leave_event_loop()
         self.store.close()
+        self.held.retire_if_idle()
+
+    def _collect(self, connection: Any) -> None:
+        """kombu's clean-up after a lost connection (Celery then reconnects): close the
+        channels without giving back what the worker is still running."""
+        for channel in [*self._avail_channels, *self.channels]:
+            channel.connection_lost = True
+        self.close_connection(connection)
 
     # -- leases of delivered messages ----------------------------------------
     def hold(self, delivery_tag: str, lease: Lease) -> None:
-        self._leases[delivery_tag] = lease
-        self.lease_keeper.hold(lease)
-
-    def unhold(self, delivery_tag: str) -> Lease | None:
-        lease = self._leases.pop(delivery_tag, None)
-        if lease is not None:
-            self.lease_keeper.drop(lease)
-        return lease
+        self.held.hold(lease, self.lease_seconds, delivery_tag)
 
     # -- bindings with an expiry, refreshed while this process lives -------
     def keep_binding(self, binding: Binding, expires_seconds: float) -> None:
