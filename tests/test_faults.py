@@ -110,7 +110,9 @@ class Faults:
         return {label for label, n in self.done().items() if n > 1}
 
     def started_by_killed_workers(self) -> set[str]:
-        return {label for event, label, who in self.runs() if event == "start" and who in self.killed}
+        return {
+            label for event, label, who in self.runs() if event == "start" and who in self.killed
+        }
 
     def stop(self) -> None:
         for worker in self.workers.values():
@@ -121,7 +123,9 @@ class Faults:
 def redis_owned(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test alone (it may be killed or restarted), keeping its
     data across a restart (append-only file)."""
-    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server = RedisServer(
+        tmp_path / "redis", appendonly=True, extra_args=("--enable-debug-command", "local")
+    )
     server.start()
     yield server
     server.stop()
@@ -224,13 +228,15 @@ def test_ten_kill_9s_of_random_workers_during_2000_tasks_lose_nothing(
     # Given three workers (one of each pool) and 2,000 short tasks
     for index, pool in enumerate(["prefork", "threads", "solo"]):
         faults.worker(f"w{index}", *POOLS[pool], prefetch=4)
-    labels = publish(faults, 2000, 0.002)
+    labels = publish(faults, 2000, 0.05)
+    wait_for(lambda: len(faults.done()) >= 50, 60, "the first tasks to run")
     # When ten times a random worker is killed with -9 and a new one takes its place
     for kill in range(10):
-        time.sleep(0.3 + rng.random())  # when the next kill strikes
+        time.sleep(0.2 + rng.random())  # when the next kill strikes
         victim = rng.choice(sorted(set(faults.workers) - faults.killed))
         faults.kill(victim)
         faults.worker(f"r{kill}", *POOLS[rng.choice(list(POOLS))], prefetch=4)
+    assert len(faults.done()) < len(labels), "the kills came after the work: make tasks longer"
     # Then every task is done; only tasks a killed worker had started ran twice
     faults.wait_all_done(labels, 180)
     faults.assert_nothing_lost_and_no_worker_died(labels)

@@ -145,7 +145,9 @@ def test_a_fetched_batch_stays_leased_while_the_first_message_holds_the_gil(
     assert counts(store_url) == EMPTY
 
 
-def test_an_ack_made_while_redis_is_down_goes_through_once_it_is_back(tmp_path: Path) -> None:
+def test_an_ack_made_while_redis_is_down_goes_through_once_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given a Redis that keeps its data across a restart, and a delivered message
     server = RedisServer(tmp_path / "redis", appendonly=True)
     server.start()
@@ -156,7 +158,9 @@ def test_an_ack_made_while_redis_is_down_goes_through_once_it_is_back(tmp_path: 
             message = consume_one(conn)
             # When Redis stops and the task acks meanwhile
             server.stop()
-            message.ack()  # does not raise: the ack waits for the store
+            with caplog.at_level(logging.WARNING, logger="tq_kombu.held"):
+                message.ack()  # does not raise: the ack waits for the store
+            assert "retrying while its lease holds" in caplog.text
             # Then the ack reaches Redis once it is back (same port, same data)
             server.start()
             wait_for(lambda: counts(url) == EMPTY, 10, "the retried ack to reach Redis")
@@ -189,3 +193,28 @@ def test_a_renewal_racing_an_ack_does_not_warn_of_a_lost_lease(
     warnings = [r.getMessage() for r in caplog.records if "lost the lease" in r.getMessage()]
     assert len(warnings) == 1 and "stolen" in warnings[0]
     assert loop.held == {}
+
+
+def test_an_ack_made_while_sqlite_is_locked_goes_through_once_it_is_free(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    options = {"lease_seconds": 4, "busy_timeout_seconds": 0.1}
+    with Connection(f"tq+{url}", transport_options=options) as conn:
+        # Given a delivered message, and another process holding the database's write lock
+        publish(conn, {"n": 1})
+        message = consume_one(conn)
+        locker = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            # When the task acks meanwhile, it does not fail
+            with caplog.at_level(logging.WARNING, logger="tq_kombu.held"):
+                message.ack()
+            assert "retrying while its lease holds" in caplog.text
+        finally:
+            # Then the ack is retried and goes through once the lock is released
+            locker.execute("COMMIT")
+            locker.close()
+        wait_for(lambda: counts(url) == EMPTY, 10, "the retried ack to reach the database")
