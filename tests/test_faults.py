@@ -21,6 +21,9 @@ import pytest
 import redis
 from celery import Celery
 
+from tq_kombu.store import open_store
+from tq_kombu.store.base import QueueCounts
+
 from .conftest import RedisServer
 from .workers import Worker, wait_for
 
@@ -178,6 +181,32 @@ def test_client_kill_loops_lose_nothing_duplicate_nothing_and_kill_no_worker(
     assert kills >= 3
     faults.assert_nothing_lost_and_no_worker_died(labels)
     assert faults.duplicates() == set()
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_connection_lost_while_a_prefetched_batch_waits_loses_and_duplicates_nothing(
+    redis_owned: RedisServer, make_faults: object, pool: str
+) -> None:
+    faults: Faults = make_faults(redis_owned.url, 2)  # type: ignore[operator]
+    # Given a worker of two processes or threads that prefetched 8 tasks of 1.5 s:
+    # two running, six waiting in the worker (in the pool or in Celery's buffers)
+    labels = publish(faults, 8, 1.5)
+    faults.worker("w", *POOLS[pool], prefetch=4)
+    wait_for(lambda: len([r for r in faults.runs() if r[0] == "start"]) >= 2, 30, "2 starts")
+    # When its connections are killed
+    redis.Redis(port=redis_owned.port).execute_command(
+        "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
+    )
+    # Then the running ones are acked after the reconnect, the waiting ones run or go
+    # back to the queue (and run once), none is stuck in flight, and the worker lives
+    faults.wait_all_done(labels, 60)
+    faults.assert_nothing_lost_and_no_worker_died(labels)
+    assert faults.duplicates() == set()
+    wait_for(
+        lambda: open_store(redis_owned.url).counts("celery") == QueueCounts(),
+        10,
+        "the queue to be empty (nothing held in flight)",
+    )
 
 
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])

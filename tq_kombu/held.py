@@ -44,8 +44,8 @@ class HeldLeases:
         self.store = store
         self.renewer = Renewer(url, options, store)
         self._by_tag: dict[str, Lease] = {}
-        #: Settles to retry once the store answers again: tag -> (lease, action).
-        self._pending: dict[str, tuple[Lease, str]] = {}
+        #: Settles to make from the retry thread: tag -> (lease, action, failed before).
+        self._pending: dict[str, tuple[Lease, str, bool]] = {}
         #: Messages of lost connections the worker may still settle: tag -> weak reference.
         self._orphans: dict[str, weakref.ref[Any]] = {}
         self._lock = threading.RLock()
@@ -84,7 +84,9 @@ class HeldLeases:
         self.renewer.settling(lease)
         self._attempt(tag, lease, action, first=True)
 
-    def _attempt(self, tag: str, lease: Lease, action: str, first: bool) -> bool:
+    def _attempt(
+        self, tag: str, lease: Lease, action: str, first: bool, retry: bool = False
+    ) -> bool:
         try:
             settled = self._apply(lease, action)
         except StoreError as exc:
@@ -98,11 +100,11 @@ class HeldLeases:
                     exc,
                 )
             with self._lock:
-                self._pending[tag] = (lease, action)
+                self._pending[tag] = (lease, action, True)
             self._retry_soon()
             return False
         self.renewer.drop(lease)
-        if not first:
+        if retry:
             logger.info("tq: %s of message %s went through after a retry", action, lease.message_id)
         if not settled and action != "release":
             self._report_lost(lease, action)
@@ -119,7 +121,10 @@ class HeldLeases:
         return self.store.release(lease)
 
     def _report_lost(self, lease: Lease, action: str) -> None:
-        info = self.store.info(lease.queue, lease.message_id)
+        try:
+            info = self.store.info(lease.queue, lease.message_id)
+        except StoreError:
+            info = None
         if info is not None and info.state == State.DEAD:
             # set aside by the extension while held (a task that failed for good)
             logger.debug(
@@ -150,7 +155,7 @@ class HeldLeases:
                 return
             lease = self._by_tag.pop(tag, None)
             if lease is not None:
-                self._pending[tag] = (lease, "release")
+                self._pending[tag] = (lease, "release", False)
         self._retry_soon()
 
     def release_unsettled(self, leases: list[Lease]) -> None:
@@ -181,8 +186,11 @@ class HeldLeases:
                 if not pending:
                     self._retrying = None
                     return
-            for tag, (lease, action) in pending:
-                self._attempt(tag, lease, action, first=False)
+            for tag, (lease, action, failed) in pending:
+                try:
+                    self._attempt(tag, lease, action, first=not failed, retry=failed)
+                except Exception:  # noqa: BLE001 - a thread of our own: report, go on
+                    logger.exception("tq: could not %s message %s", action, lease.message_id)
             wake.wait(RETRY_INTERVAL_SECONDS)
 
     def retire_if_idle(self) -> None:
