@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,7 +126,23 @@ def store_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def memory_url() -> str:
+    """A memory store of its own (this process only), for the Store contract."""
+    return f"memory://{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def contract_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """An empty store of each kind, the reference memory store included (Store contract
+    suites: a module takes it as its ``store`` fixture)."""
+    opened = open_store(str(request.getfixturevalue(f"{request.param}_url")))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
+    """The store behind ``store_url`` (SQLite and Redis), as a worker would open it."""
     opened = open_store(store_url)
     yield opened
     opened.close()

@@ -10,6 +10,7 @@ import os
 import time
 
 from celery import Celery
+from celery.exceptions import Reject
 
 import tq_kombu  # noqa: F401
 
@@ -21,6 +22,9 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=1,
     task_routes={"tests.e2e_app.send_email": {"queue": "emails"}},
+    # how long the control plane's queues outlive their consumers (Celery: 10 s and 60 s)
+    control_queue_expires=float(os.environ.get("TQ_CONTROL_QUEUE_EXPIRES", "10")),
+    event_queue_expires=float(os.environ.get("TQ_EVENT_QUEUE_EXPIRES", "60")),
 )
 
 
@@ -105,4 +109,17 @@ def retried(self: object, label: str) -> str:
     record(f"attempt {label} {attempt} {time.time():.3f}")
     if attempt < 3:
         raise self.retry(countdown=1)  # type: ignore[attr-defined]
+    return label
+
+
+# -- tasks of tests/test_e2e_control.py ----------------------------------------------
+
+
+@app.task(bind=True, acks_late=True)
+def reject_first_delivery(self: object, label: str) -> str:
+    """Celery's documented pattern: requeue once, succeed when redelivered."""
+    if not self.request.delivery_info.get("redelivered"):  # type: ignore[attr-defined]
+        record(f"rejected {label}")
+        raise Reject("first delivery", requeue=True)
+    record(f"redelivered {label}")
     return label

@@ -256,7 +256,7 @@ def test_bad_input_is_one_line_and_an_exit_code_and_changes_nothing(demo: Demo) 
         assert done.stderr.startswith("error: "), (args, done.stderr)
         assert done.stderr.strip().count("\n") == 0, (args, done.stderr)
     # A message that is not dead is not found by dlq show, and not retried
-    ready_id = demo.tq_json("ls", "heavy")[0]["id"]
+    ready_id = demo.tq_json("ls", "heavy")[0]["message_id"]
     assert demo.tq("dlq", "show", ready_id).returncode == 1
     assert demo.tq("dlq", "retry", ready_id).returncode == 1
     assert (demo.store.counts("heavy"), demo.store.counts("notifications")) == before
@@ -291,18 +291,19 @@ def test_tasks_that_fail_for_good_are_dead_letters_with_their_traceback_and_repl
         entry = dead[failing[name].id]
         original = queued[failing[name].id]
         # the same message (same id), first seen when it was published, delivered once
-        assert (entry["id"], entry["reason"], entry["detail"]) == (
-            original["id"],
+        assert (entry["message_id"], entry["dead_reason"], entry["dead_detail"]) == (
+            original["message_id"],
             "failed",
             "ValueError",
         )
-        assert (entry["attempts"], entry["deliveries"], entry["queue"]) == (1, 1, "default")
-        assert entry["first_seen"] == pytest.approx(original["first_seen"], abs=0.01)
-        assert entry["dead_at"] >= entry["first_seen"]
+        assert (entry["attempts"], entry["delivery_count"], entry["queue"]) == (1, 1, "default")
+        assert entry["created_at"] == pytest.approx(original["created_at"], abs=0.01)
+        assert entry["dead_at"] >= entry["created_at"]
         assert entry["hostname"].startswith("w1@")
     retried_out = dead[failing["flaky"].id]
-    assert (retried_out["reason"], retried_out["attempts"]) == ("max_retries_exceeded", 2)
-    assert dead[expired.id]["reason"] == "expired" and dead[expired.id]["queue"] == "notifications"
+    assert (retried_out["dead_reason"], retried_out["attempts"]) == ("max_retries_exceeded", 2)
+    assert dead[expired.id]["dead_reason"] == "expired"
+    assert dead[expired.id]["queue"] == "notifications"
     # And dlq show decrypts the failure record and the task's arguments
     shown = demo.tq_json("dlq", "show", failing["fail_late"].id)
     assert shown["failure"]["exc_type"] == "ValueError"

@@ -127,7 +127,8 @@ def test_the_recorder_stands_aside_when_the_broker_is_not_tq(
         assert recorder.admin is None
     assert [r.getMessage() for r in caplog.records].count(
         "tq: failed tasks are not kept as dead letters: the broker 'memory://' is not a tq "
-        "broker: set broker_url to 'tq+redis://...' or 'tq+sqlite:///...'"
+        "broker: set broker_url to 'tq+redis://...' or 'tq+sqlite:///...' (after `import "
+        "tq_kombu`), or broker_transport = 'tq_kombu.transport:Transport'"
     ) == 1
 
 

@@ -317,11 +317,6 @@ def test_inspect_ping_is_answered_by_every_worker(e2e: E2E) -> None:
     assert done.stdout.count("pong") == 2, done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tq bug: no_ack (pidbox) messages are leased and never acked, so a control "
-    "command is delivered again once the lease expires: the restarted worker shuts down too",
-)
 def test_a_worker_restarted_after_control_shutdown_is_not_shut_down_again(e2e: E2E) -> None:
     # Given worker w, with 2 s leases, told to shut down by `celery control shutdown`
     e2e.lease_seconds = 2
@@ -390,22 +385,18 @@ def test_celery_purge_empties_the_queues(e2e: E2E) -> None:
     assert e2e.journal.lines() == ["after"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`celery purge` deletes ready messages only; countdown/ETA tasks stored "
-    "delayed in the broker survive it and run later (stock Redis transport purges them)",
-)
-def test_celery_purge_also_drops_countdown_tasks_not_yet_due(e2e: E2E) -> None:
-    # Given a task with a countdown, waiting in the broker
-    e2e.send("note", "doomed", countdown=1)
-    # When the queue is purged
+def test_celery_purge_leaves_countdown_tasks_delayed_and_tq_purge_drops_them(e2e: E2E) -> None:
+    # Given a task with a countdown, waiting in the broker as delayed
+    e2e.send("note", "delayed", countdown=30)
+    assert e2e.counts("celery").delayed == 1
+    # When `celery purge` runs, then (by design, see README) delayed tasks stay
     done = run_celery(APP, e2e.env, "purge", "-f")
     assert done.returncode == 0, done.stdout + done.stderr
-    # Then it is gone: a task due later than it runs alone
-    e2e.send("note", "sentinel", countdown=2)
-    e2e.worker(*SOLO)
-    wait_for(lambda: "sentinel" in e2e.journal.lines(), 15, "the sentinel")
-    assert e2e.journal.lines() == ["sentinel"]
+    assert e2e.counts("celery").delayed == 1
+    # And `celery tq purge --state delayed` drops them
+    done = run_celery(APP, e2e.env, "tq", "purge", "celery", "--state", "delayed", "-f")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert e2e.counts("celery") == EMPTY
 
 
 # -- Redis restart ------------------------------------------------------------------

@@ -41,11 +41,6 @@ def counts(store_url: str) -> QueueCounts:
         store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tq bug: Transport.drain_events delivers every fetched message in one call; "
-    "pidbox replies with a limit (inspect ping -d a,b) then wait out the whole timeout",
-)
 def test_each_drain_events_call_hands_over_one_message(connection: Connection) -> None:
     # Given two messages waiting
     publish(connection, {"n": 0}, {"n": 1})
@@ -64,11 +59,6 @@ def test_each_drain_events_call_hands_over_one_message(connection: Connection) -
         assert time.monotonic() - started < 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tq bug: messages of no_ack consumers are leased and never acked; they are "
-    "redelivered once the connection closes (control commands run again, event queues grow)",
-)
 def test_a_message_consumed_without_ack_is_gone_from_the_store(
     connection: Connection, store_url: str
 ) -> None:
@@ -83,10 +73,6 @@ def test_a_message_consumed_without_ack_is_gone_from_the_store(
     assert counts(store_url) == QueueCounts()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tq bug: basic_get(no_ack=True) leaves the message leased in the store",
-)
 def test_a_message_got_without_ack_is_gone_from_the_store(
     connection: Connection, store_url: str
 ) -> None:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tq_kombu.errors import PriorityError
 from tq_kombu.priority import Priority
-from tq_kombu.store import Store
+from tq_kombu.store import Store, open_store
 from tq_kombu.store.base import (
     Binding,
     DeadLetter,
@@ -36,6 +36,13 @@ from tq_kombu.store.base import (
     RetentionPolicy,
     State,
 )
+
+
+@pytest.fixture
+def store(contract_store: Store) -> Store:
+    """Every store, the reference memory store included."""
+    return contract_store
+
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -370,20 +377,27 @@ def test_a_requeued_message_keeps_its_priority_and_goes_behind_its_level(store: 
     assert result.deliveries[1].delivery_count == 2
 
 
-def test_releasing_a_message_does_not_count_the_delivery(store: Store) -> None:
+def test_releasing_a_message_returns_it_to_ready_and_never_lowers_its_delivery_count(
+    store: Store,
+) -> None:
     store.enqueue("default", message("a"))
     lease = only(fetch(store, ["default"])).lease
     assert store.release(lease) is True
     assert store.counts("default") == QueueCounts(ready=1)
     again = only(fetch(store, ["default"]))
-    assert again.delivery_count == 1
+    assert again.delivery_count == 2
 
 
-def test_released_messages_never_reach_max_deliveries(store: Store) -> None:
+def test_a_message_released_on_every_delivery_still_reaches_max_deliveries(store: Store) -> None:
+    # Given a message that crashes every worker it reaches, released at each shutdown
     store.enqueue("default", message("a"))
-    for _ in range(4):
-        assert store.release(only(fetch(store, ["default"], max_deliveries=1)).lease)
-    assert only(fetch(store, ["default"], max_deliveries=1)).delivery_count == 1
+    for _ in range(3):
+        assert store.release(only(fetch(store, ["default"], max_deliveries=3)).lease)
+    # When it would be handed out a fourth time, Then it is dead instead
+    assert fetch(store, ["default"], max_deliveries=3).deliveries == []
+    info = store.info("default", "a")
+    assert info is not None and info.state is State.DEAD
+    assert info.dead_reason == DeadReason.MAX_DELIVERIES.value
 
 
 def test_a_buried_message_shows_as_dead_with_its_reason_in_counts_info_and_listing(
@@ -814,9 +828,10 @@ print(json.dumps(taken), flush=True)
 
 
 def test_consumer_processes_fetching_concurrently_get_every_message_exactly_once(
-    store: Store, store_url: str
+    store_url: str,
 ) -> None:
-    # Given 300 messages over two queues and three priorities
+    # Given 300 messages over two queues and three priorities (stores shared by processes)
+    store = open_store(store_url)
     total = 300
     for index in range(total):
         store.enqueue("jobs" if index % 3 else "chores", message(f"m{index}", index % 3))
@@ -858,6 +873,7 @@ def test_consumer_processes_fetching_concurrently_get_every_message_exactly_once
     assert sorted(taken) == sorted(f"m{index}" for index in range(total))
     assert store.counts("jobs") == QueueCounts()
     assert store.counts("chores") == QueueCounts()
+    store.close()
 
 
 # -- dead letters: records, replay, retention ------------------------------------------

@@ -137,3 +137,23 @@ def test_a_wrong_certificate_authority_is_refused(
     with pytest.raises(Exception, match="(?i)certificate verify failed"):
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
+
+
+def test_the_settings_only_form_and_the_admin_api_go_over_tls_too(
+    tls_redis: tuple[int, Path],
+) -> None:
+    from tq_kombu.admin import Admin
+
+    port, cert = tls_redis
+    wait_for(lambda: port_open(port), 10, "the TLS redis-server")
+    # Given a plain rediss:// URL with broker_transport, and Celery's broker_use_ssl
+    app = Celery("tls_plain", broker=f"rediss://127.0.0.1:{port}/0")
+    app.conf.broker_transport = "tq_kombu.transport:Transport"
+    app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(cert)}
+    # When a message is published
+    with app.connection_for_write() as conn:
+        conn.SimpleQueue("secure").put({"over": "tls"})
+    # Then the admin API of that app finds it (over TLS as well)
+    with Admin.from_app(app) as admin:
+        assert admin.store.counts("secure").ready == 1
+    app.close()

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import click
 from celery.bin.base import CeleryCommand, handle_preload_options
 
-from tq_kombu.admin import Admin, UnknownQueue
+from tq_kombu.admin import Admin, UnknownQueue, message_fields
 from tq_kombu.errors import ConfigurationError, MessageNotFound, PriorityError, TQError
 from tq_kombu.store.base import MessageInfo
 
@@ -95,6 +95,10 @@ def check_paging(offset: int, limit: int) -> None:
         fail(f"--offset must be >= 0 and --limit >= 1, got {offset} and {limit}", EXIT_USAGE)
 
 
+def dash(value: Any) -> Any:
+    return "-" if value is None else value
+
+
 def when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -112,33 +116,31 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
+#: Short column labels of the tables, by field name (JSON keeps the field names, the
+#: same in ``ls``, ``dlq ls`` and ``show``: those of MessageInfo).
+LABELS = {
+    "message_id": "id",
+    "task_name": "task",
+    "delivery_count": "deliveries",
+    "created_at": "first_seen",
+    "dead_reason": "reason",
+    "dead_detail": "detail",
+}
+
+
 def message_rows(messages: list[MessageInfo]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": m.message_id,
-            "queue": m.queue,
-            "state": m.state.value,
-            "priority": m.priority,
-            "task": m.task_name,
-            "task_id": m.task_id,
-            "deliveries": m.delivery_count,
-            "attempts": m.attempts,
-            "eta": m.eta,
-            "first_seen": m.created_at,
-            "reason": m.dead_reason,
-            "detail": m.dead_detail,
-            "dead_at": m.dead_at,
-            "hostname": m.hostname,
-        }
-        for m in messages
-    ]
+    """Messages as JSON objects, with the field names ``show --json`` uses too."""
+    return [message_fields(m) for m in messages]
 
 
 def readable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with times as UTC dates and blanks for what is unknown."""
-    times = ("eta", "first_seen", "dead_at")
+    """Rows for a table: short labels, times as UTC dates, blanks for what is unknown."""
+    times = ("eta", "created_at", "dead_at")
     return [
-        {k: when(v) if k in times else ("-" if v is None else v) for k, v in row.items()}
+        {
+            LABELS.get(k, k): when(v) if k in times else ("-" if v is None else v)
+            for k, v in row.items()
+        }
         for row in rows
     ]
 
@@ -163,12 +165,12 @@ def describe(shown: dict[str, Any]) -> None:
         ("state", state),
         ("task", f"{shown.get('task_name') or '-'} [{shown.get('task_id') or '-'}]"),
         ("priority", shown["priority"]),
-        ("deliveries", shown.get("delivery_count", 0)),
-        ("attempts", shown.get("attempts", "-")),
+        ("deliveries", shown.get("delivery_count") or 0),
+        ("attempts", dash(shown.get("attempts"))),
         ("first seen", when(shown.get("created_at"))),
         ("eta", when(shown.get("eta"))),
         ("dead at", when(shown.get("dead_at"))),
-        ("hostname", shown.get("hostname", "-")),
+        ("hostname", dash(shown.get("hostname"))),
         (
             "envelope",
             f"v{envelope.get('version', '?')}, {sealed}, "
@@ -189,7 +191,8 @@ def describe(shown: dict[str, Any]) -> None:
         else:
             lines.append(("body", json.dumps(body, default=str)))
         headers = message.get("headers") or {}
-        for key in ("retries", "eta", "expires", "root_id", "parent_id", "group"):
+        # (the eta header is the eta shown above)
+        for key in ("retries", "expires", "root_id", "parent_id", "group"):
             if headers.get(key) not in (None, 0, ""):
                 lines.append((key, headers[key]))
     width = max(len(label) for label, _ in lines)

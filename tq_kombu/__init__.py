@@ -9,16 +9,26 @@ from __future__ import annotations
 
 from kombu.transport import TRANSPORT_ALIASES
 
-from .errors import ConfigurationError, PriorityError, StoreError, StoreUnavailable, TQError
+from .appconf import connect_worker_setup_check
+from .errors import (
+    ConfigurationError,
+    MessageTooLarge,
+    PriorityError,
+    StoreError,
+    StoreUnavailable,
+    TQError,
+)
 from .priority import Priority, connect_celery_default_priority
 
 TRANSPORT_ALIASES.setdefault("tq", "tq_kombu.transport:Transport")
 connect_celery_default_priority()
+connect_worker_setup_check()
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "MessageTooLarge",
     "Priority",
     "PriorityError",
     "StoreError",

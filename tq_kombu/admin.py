@@ -26,12 +26,17 @@ from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any
 
-from .envelope import Envelope, EnvelopeError
+from .appconf import broker_of, declared_queues
+from .envelope import Envelope, EnvelopeError, envelope_from_settings
 from .errors import ConfigurationError, MessageNotFound, TQError
-from .keyring import keyring_from_options
+from .options import STORE_LAYERS, names, settings
 from .priority import normalize_priority
 from .store import Store, open_store
 from .store.base import DeadLetter, DeadReason, MessageInfo, NewMessage, QueueCounts, State
+from .urls import store_url
+
+#: Transport options the store reads.
+STORE_OPTIONS = names(*STORE_LAYERS)
 
 #: The order in which states are listed when none is asked for.
 STATE_ORDER = (State.READY, State.DELAYED, State.WAITING, State.INFLIGHT, State.DEAD)
@@ -64,11 +69,6 @@ class QueueStats:
         return asdict(self)
 
 
-def store_url(url: str) -> str:
-    """The store URL behind a broker URL (``tq+redis://...`` -> ``redis://...``)."""
-    return url.split("+", 1)[1] if url.startswith("tq+") else url
-
-
 class Admin:
     """One method per administrative operation, on the store behind a tq broker.
 
@@ -76,8 +76,19 @@ class Admin:
     other queue holding messages in the store is found and listed too.
     """
 
-    def __init__(self, url: str, queues: list[str] | None = None, **transport_options: Any) -> None:
-        self.store: Store = open_store(store_url(url), **transport_options)
+    def __init__(
+        self,
+        url: str,
+        queues: list[str] | None = None,
+        *,
+        ssl: Mapping[str, Any] | None = None,
+        **transport_options: Any,
+    ) -> None:
+        """``url``: the broker URL (``tq+redis://...``, ``tq+sqlite:///...``, or the plain
+        form); ``ssl``: redis-py TLS options (Celery's ``broker_use_ssl``)."""
+        self.settings = settings(transport_options)
+        store_options = {k: v for k, v in self.settings.items() if k in STORE_OPTIONS}
+        self.store: Store = open_store(store_url(url), **store_options, **dict(ssl or {}))
         self.transport_options = transport_options
         #: Queues the app declares: always known, even when empty.
         self.known_queues = list(dict.fromkeys(queues or []))
@@ -86,19 +97,8 @@ class Admin:
     @classmethod
     def from_app(cls, app: Any) -> Admin:
         """The Admin of a Celery app's broker (``broker_url`` and transport options)."""
-        conf = app.conf
-        url = conf.broker_url or ""
-        url = url[0] if isinstance(url, (list, tuple)) else url
-        plain = str(url).startswith(("redis", "sqlite")) and "tq_kombu" in str(
-            conf.broker_transport or ""
-        )
-        if not (str(url).startswith("tq+") or plain):
-            raise ConfigurationError(
-                f"the broker {url!r} is not a tq broker: set broker_url to "
-                "'tq+redis://...' or 'tq+sqlite:///...'"
-            )
-        queues = sorted(app.amqp.queues) or [conf.task_default_queue]
-        return cls(str(url), queues, **dict(conf.broker_transport_options or {}))
+        url, options, ssl = broker_of(app)
+        return cls(url, declared_queues(app), ssl=ssl, **options)
 
     def close(self) -> None:
         self.store.close()
@@ -118,11 +118,7 @@ class Admin:
     def envelope(self) -> Envelope:
         """The envelope of the configured key ring (ConfigurationError when there is none)."""
         if self._envelope is None:
-            self._envelope = Envelope(
-                keyring_from_options(self.transport_options),
-                compress_min_bytes=int(self.transport_options.get("compress_min_bytes", 1024)),
-                compression=str(self.transport_options.get("compression", "zlib")),
-            )
+            self._envelope = envelope_from_settings(self.settings)
         return self._envelope
 
     # -- queues ----------------------------------------------------------------
@@ -232,8 +228,7 @@ class Admin:
         type, message, traceback) — or ``message`` saying why it could not be decrypted.
         """
         info = self.find(message_or_task_id, queues)
-        shown: dict[str, Any] = {k: v for k, v in asdict(info).items() if v is not None}
-        shown["state"] = info.state.value
+        shown = message_fields(info)
         payload = self.store.payload(info.queue, info.message_id) or b""
         shown["envelope"] = envelope_header(payload)
         if raw:
@@ -386,6 +381,13 @@ class Admin:
             ),
         )
         return message_id, before
+
+
+def message_fields(info: MessageInfo) -> dict[str, Any]:
+    """A message's metadata as plain JSON-ready fields (the names of MessageInfo)."""
+    fields = asdict(info)
+    fields["state"] = info.state.value
+    return fields
 
 
 def parse_state(state: State | str) -> State:

@@ -8,20 +8,28 @@ Version 2 is encrypted: ``sealed`` is AES-256-GCM of the (possibly compressed)
 serialized kombu message, with a fresh 96-bit nonce, and the header plus the
 message id as associated data, so a payload copied under another id fails its
 tag check. Version 1 (``encryption="off"``) has no key id and no nonce.
+
+With encryption on, only version 2 under a key of the ring opens: anything else is
+"not sealed" and never reaches a consumer. Messages are bounded by
+``max_message_bytes`` (serialized, before compression): publishing a larger one is a
+:class:`~tq_kombu.errors.MessageTooLarge` error, and decompression stops there.
 """
 
 from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kombu.utils.json import dumps, loads
 
-from .errors import ConfigurationError, TQError
-from .keyring import KeyRing
+from .errors import ConfigurationError, MessageTooLarge, TQError
+from .keyring import KeyRing, keyring_from_options
+from .message_check import MalformedMessage, check_message
+from .store.base import DeadReason
 
 PLAIN = 1
 ENCRYPTED = 2
@@ -30,14 +38,28 @@ NONCE_BYTES = 12
 RECORD_SUFFIX = "#record"
 
 COMPRESSION_CODES = {"none": 0, "zlib": 1, "zstd": 2}
+#: Default bound of a message, serialized and decompressed (64 MiB).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: The dead-letter detail of anything that opens without a key of the ring.
+NOT_SEALED = "not sealed"
 
 
 class EnvelopeError(TQError):
-    """Stored bytes that cannot be turned back into a message."""
+    """Stored bytes that cannot be turned back into a message; ``reason`` is the
+    dead-letter reason a consumer records (undecryptable, malformed or too_large)."""
 
-    def __init__(self, message: str, key_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        key_id: str | None = None,
+        reason: DeadReason = DeadReason.UNDECRYPTABLE,
+        explanation: str = "",
+    ) -> None:
         super().__init__(message)
         self.key_id = key_id
+        self.reason = reason
+        #: More than the dead-letter detail says, for the log.
+        self.explanation = explanation
 
 
 class Compressor:
@@ -65,20 +87,46 @@ class Compressor:
         return zlib.compress(data, 6)
 
 
-def decompress(code: int, data: bytes) -> bytes:
+def decompress(code: int, data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+    """``data`` decompressed, never past ``max_bytes`` (EnvelopeError ``too_large`` then)."""
     if code == 0:
-        return data
-    if code == 1:
-        return zlib.decompress(data)
-    if code == 2:
+        out = data
+    elif code == 1:
+        inflater = zlib.decompressobj()
         try:
-            import zstandard
-        except ImportError as exc:
-            raise EnvelopeError(
-                "payload is zstd-compressed but zstandard is not installed: pip install 'tq[zstd]'"
-            ) from exc
-        return bytes(zstandard.ZstdDecompressor().decompress(data))
-    raise EnvelopeError(f"unknown compression code {code}")
+            out = inflater.decompress(data, max_bytes + 1)
+        except zlib.error as exc:
+            raise EnvelopeError(f"payload does not decompress: {exc}") from exc
+        if len(out) <= max_bytes and not inflater.eof:
+            raise EnvelopeError("payload does not decompress: the zlib stream is truncated")
+    elif code == 2:
+        out = _zstd_decompress(data, max_bytes)
+    else:
+        raise EnvelopeError(f"unknown compression code {code}")
+    if len(out) > max_bytes:
+        raise _too_large(f"{'more than ' if code else ''}{len(out)}", max_bytes)
+    return out
+
+
+def _zstd_decompress(data: bytes, max_bytes: int) -> bytes:
+    try:
+        import zstandard
+    except ImportError as exc:
+        raise EnvelopeError(
+            "payload is zstd-compressed but zstandard is not installed: pip install 'tq[zstd]'"
+        ) from exc
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+            return bytes(reader.read(max_bytes + 1))
+    except zstandard.ZstdError as exc:
+        raise EnvelopeError(f"payload does not decompress: {exc}") from exc
+
+
+def _too_large(size: str, max_bytes: int) -> EnvelopeError:
+    return EnvelopeError(
+        f"message of {size} bytes is over max_message_bytes={max_bytes}",
+        reason=DeadReason.TOO_LARGE,
+    )
 
 
 class Envelope:
@@ -89,8 +137,14 @@ class Envelope:
         keyring: KeyRing | None,
         compress_min_bytes: int = 1024,
         compression: str = "zlib",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
+        if int(max_message_bytes) < 1:
+            raise ConfigurationError(
+                f"max_message_bytes={max_message_bytes!r} must be a positive number of bytes"
+            )
         self.keyring = keyring
+        self.max_message_bytes = int(max_message_bytes)
         self.compress_min_bytes = compress_min_bytes
         self.compressor = Compressor(compression)
         self._ciphers: dict[str, AESGCM] = {}
@@ -119,6 +173,13 @@ class Envelope:
         return record
 
     def _seal(self, message_id: str, data: bytes) -> bytes:
+        if len(data) > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"message {message_id} is {len(data)} bytes serialized, over "
+                f"max_message_bytes={self.max_message_bytes}: send a reference to the data "
+                "(a file or object store key) instead, or raise the max_message_bytes "
+                "transport option on every producer and worker"
+            )
         code = 0
         if len(data) >= self.compress_min_bytes:
             packed = self.compressor.compress(data)
@@ -136,24 +197,33 @@ class Envelope:
     def open(self, message_id: str, payload: bytes) -> dict[str, Any]:
         """The message sealed in ``payload``; :class:`EnvelopeError` if it cannot be read."""
         message = _json(self._open(message_id, payload))
-        if not isinstance(message, dict) or "properties" not in message:
-            raise EnvelopeError("payload is not a kombu message")
-        return message
+        try:
+            check_message(message)
+        except MalformedMessage as exc:
+            raise EnvelopeError(str(exc), reason=DeadReason.MALFORMED) from exc
+        return dict(message)
 
     def _open(self, message_id: str, payload: bytes) -> bytes:
+        if len(payload) > self.max_message_bytes + 1024:
+            raise _too_large(str(len(payload)), self.max_message_bytes)
+        version = payload[0] if payload else None
+        if self.keyring is not None and version != ENCRYPTED:
+            what = "a plaintext" if version == PLAIN else f"an unknown version {version}"
+            raise EnvelopeError(
+                NOT_SEALED,
+                explanation=f"{what} envelope while encryption is on: only messages sealed "
+                "with a key of the ring are delivered",
+            )
         if len(payload) < 3:
             raise EnvelopeError(f"payload of {len(payload)} bytes is too short to be a message")
-        version, code, kid_len = payload[0], payload[1], payload[2]
+        code, kid_len = payload[1], payload[2]
         if version == PLAIN:
             data = payload[3:]
         elif version == ENCRYPTED:
             data = self._decrypt(message_id, payload, code, kid_len)
         else:
             raise EnvelopeError(f"unknown envelope version {version}")
-        try:
-            return decompress(code, data)
-        except zlib.error as exc:
-            raise EnvelopeError(f"payload does not decompress: {exc}") from exc
+        return decompress(code, data, self.max_message_bytes)
 
     def _decrypt(self, message_id: str, payload: bytes, code: int, kid_len: int) -> bytes:
         header_end = 3 + kid_len
@@ -183,5 +253,18 @@ class Envelope:
 def _json(data: bytes) -> Any:
     try:
         return loads(data)
-    except ValueError as exc:
-        raise EnvelopeError(f"payload is not a valid message: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise EnvelopeError(
+            f"payload is not a valid message: {exc}", reason=DeadReason.MALFORMED
+        ) from exc
+
+
+def envelope_from_settings(settings: Mapping[str, Any]) -> Envelope:
+    """The envelope that checked transport options configure (see
+    :func:`tq_kombu.options.settings`): key ring, compression and size bound."""
+    return Envelope(
+        keyring_from_options(settings),
+        compress_min_bytes=int(settings["compress_min_bytes"]),
+        compression=str(settings["compression"]),
+        max_message_bytes=int(settings["max_message_bytes"]),
+    )

@@ -25,3 +25,7 @@ class StoreUnavailable(StoreError, ConnectionError):
 
 class MessageNotFound(TQError, LookupError):
     """No message with that id is held in that queue."""
+
+
+class MessageTooLarge(TQError, ValueError):
+    """A message is over ``max_message_bytes``; the message names its size and the option."""

@@ -63,6 +63,15 @@ class HeldLeases:
         """Stop renewing a lease settled elsewhere (e.g. set aside as unreadable)."""
         self.renewer.drop(lease)
 
+    def take(self, tag: str) -> Lease | None:
+        """Stop holding the delivery ``tag`` (its caller settles it); its lease, if held."""
+        with self._lock:
+            lease = self._by_tag.pop(tag, None)
+            self._orphans.pop(tag, None)
+        if lease is not None:
+            self.renewer.drop(lease)
+        return lease
+
     def lease_of(self, tag: str) -> Lease | None:
         with self._lock:
             return self._by_tag.get(tag)

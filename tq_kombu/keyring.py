@@ -76,8 +76,14 @@ def parse_env(value: str) -> tuple[dict[str, bytes], str]:
             raise ConfigurationError(
                 f"{ENV_VAR} entry {item[:8]!r}... has no key id: write it as <id>:<base64>"
             )
-        keys[key_id.strip()] = decode_key(key_id.strip(), encoded)
-        order.append(key_id.strip())
+        key_id = key_id.strip()
+        if key_id in keys:
+            raise ConfigurationError(
+                f"{ENV_VAR} holds key id {key_id!r} twice: give every key its own id "
+                "(the first key is the active one)"
+            )
+        keys[key_id] = decode_key(key_id, encoded)
+        order.append(key_id)
     if not order:
         raise ConfigurationError(f"{ENV_VAR} is set but holds no key; {HOW_TO_GET_A_KEY}")
     return keys, order[0]
@@ -118,7 +124,8 @@ def keyring_from_options(
 
 
 def generate_key_line(key_id: str | None = None) -> str:
-    """A fresh ``<id>:<base64 of 32 random bytes>`` line for TQ_ENCRYPTION_KEYS."""
-    key_id = key_id or time.strftime("k%Y%m%d%H%M%S")
+    """A fresh ``<id>:<base64 of 32 random bytes>`` line for TQ_ENCRYPTION_KEYS; the
+    default id is the UTC time plus 8 random hex digits, unique even within a second."""
+    key_id = key_id or time.strftime("k%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
     decode_key(key_id, base64.b64encode(b"\0" * KEY_BYTES).decode())  # validates the id
     return f"{key_id}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}"

@@ -1,7 +1,6 @@
-"""LeaseKeeper: renews the leases a process holds, from a thread of its own.
-
-A thread (not the event loop) does it so that a solo-pool task keeping the main
-thread busy for minutes still keeps its message leased.
+"""LeaseKeeper: periodic work from a thread of its own (keeping queues alive), and the
+fallback renewal of leases where the companion renewer process cannot run (see
+:mod:`tq_kombu.renewer`: a thread is starved by a task that holds the GIL).
 """
 
 from __future__ import annotations

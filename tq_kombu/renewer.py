@@ -162,8 +162,9 @@ def serve(loop: RenewLoop, pipe: _Pipe, parent_pid: int) -> None:
 
 class Renewer:
     """The parent's side: starts the companion on the first hold (again if it died)
-    and tells it every change. Falls back to a renewal thread only when no companion
-    process can be started at all (an embedded interpreter without an executable)."""
+    and tells it every change. Renews from a thread instead only where no companion can
+    do it: a ``memory://`` store (it lives in this process) or no companion process can
+    be started at all (an embedded interpreter without an executable)."""
 
     def __init__(self, url: str, options: dict[str, Any], store: Store) -> None:
         self.url = url
@@ -218,6 +219,9 @@ class Renewer:
             self._start()
 
     def _start(self) -> None:
+        if self.url.lower().startswith("memory:"):  # lives in this process only
+            self._start_thread()
+            return
         config = {"url": self.url, "options": self.options, "parent_pid": os.getpid()}
         lines = [base64.b64encode(pickle.dumps(config))]
         lines += [
@@ -243,11 +247,14 @@ class Renewer:
                 "which a task holding the GIL can starve",
                 exc,
             )
-            self._thread = LeaseKeeper(self.store, min(self._held.values(), default=30.0))
-            for lease in self._held:
-                self._thread.hold(lease)
+            self._start_thread()
             return
         self._process = process
+
+    def _start_thread(self) -> None:
+        self._thread = LeaseKeeper(self.store, min(self._held.values(), default=30.0))
+        for lease in self._held:
+            self._thread.hold(lease)
 
     def _thread_apply(self, command: list[Any]) -> None:
         assert self._thread is not None

@@ -17,13 +17,20 @@ from time import monotonic, time
 from typing import Any
 
 from kombu.transport import virtual
+from kombu.transport.base import to_rabbitmq_queue_arguments
 
-from .envelope import Envelope, EnvelopeError
+from . import options as tq_options
+from .envelope import Envelope, EnvelopeError, envelope_from_settings
 from .errors import StoreError, StoreUnavailable
+from .eventloop import DrainWait, EventLoopConsumer
 from .held import HeldLeases, held_leases
-from .keyring import keyring_from_options
 from .lease import LeaseKeeper
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
+from .queue_lifetime import (
+    QueueKeeper,
+    lifetime_of,
+    message_ttl_seconds,
+)
 from .store import Store, open_store
 from .store.base import (
     Binding,
@@ -33,22 +40,19 @@ from .store.base import (
     FetchResult,
     Lease,
     NewMessage,
+    QueueLifetime,
     State,
 )
+from .urls import broker_url_of
+from .urls import store_url as checked_store_url
 
 logger = logging.getLogger(__name__)
 HOSTNAME = socket.gethostname()
 #: The message property telling a task's request where its message lives in the store.
 DELIVERY_PROPERTY = "tq_delivery"
 
-#: Transport options the store reads (the others configure the channel).
-STORE_OPTIONS = (
-    "key_prefix",
-    "poll_interval_seconds",
-    "busy_timeout_seconds",
-    "dead_letter_ttl_seconds",
-    "dead_letter_max_per_queue",
-)
+#: Transport options the store reads (the others configure the channel and the envelope).
+STORE_OPTIONS = tq_options.names(*tq_options.STORE_LAYERS)
 
 
 def parse_eta(headers: dict[str, Any]) -> float | None:
@@ -74,10 +78,17 @@ class QoS(virtual.QoS):
     def ack(self, delivery_tag: str) -> None:
         self.channel.settle(delivery_tag, "ack")
         super().ack(delivery_tag)
+        self._credit_returned()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         self.channel.settle(delivery_tag, "requeue" if requeue else "reject")
         self._quick_ack(delivery_tag)
+        self._credit_returned()
+
+    def _credit_returned(self) -> None:
+        connection = self.channel.connection
+        if connection is not None:  # None: a channel closed with its lost connection
+            connection.credit_returned()
 
     def restore_unacked(self) -> list[tuple[BaseException, Any]]:
         """Give back every message held but not acknowledged (warm shutdown, close).
@@ -104,14 +115,17 @@ class Channel(virtual.Channel):
     QoS = QoS
     connection: Transport
 
+    # Defaults and checks of these options: tq_kombu.options.OPTIONS.
     #: Seconds a delivered message stays leased without renewal; renewed every third.
-    lease_seconds: float = 30.0
+    lease_seconds: float = tq_options.OPTIONS["lease_seconds"].default
     #: Deliveries after which a message is set aside as dead (reason ``max_deliveries``).
-    max_deliveries: int = 5
+    max_deliveries: int = tq_options.OPTIONS["max_deliveries"].default
     #: Most messages fetched in one round trip when prefetch is unlimited.
-    fetch_batch_max: int = 100
+    fetch_batch_max: int = tq_options.OPTIONS["fetch_batch_max"].default
     #: Longest single blocking wait in seconds before fetching again anyway.
-    wait_timeout_seconds: float = 1.0
+    wait_timeout_seconds: float = tq_options.OPTIONS["wait_timeout_seconds"].default
+    #: Expiry of auto-delete queues declared without ``x-expires`` (see queue_lifetime).
+    auto_delete_expires_seconds: float = tq_options.OPTIONS["auto_delete_expires_seconds"].default
 
     default_priority = DEFAULT_PRIORITY
     min_priority = 0
@@ -119,18 +133,21 @@ class Channel(virtual.Channel):
     supports_fanout = True
     do_restore = True
 
-    from_transport_options = virtual.Channel.from_transport_options + (  # type: ignore[assignment]
-        "lease_seconds",
-        "max_deliveries",
-        "fetch_batch_max",
-        "wait_timeout_seconds",
+    from_transport_options = (
+        virtual.Channel.from_transport_options + tq_options.names("channel")  # type: ignore[assignment]
     )
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
+        # kombu copied the raw values of from_transport_options: use the checked ones
+        given = getattr(connection.client, "transport_options", None) or {}
+        for name in tq_options.names("channel"):
+            if given.get(name) is not None:
+                setattr(self, name, connection.settings[name])
         self.consumer_id = uuid.uuid4().hex[:16]
         self._tags: Iterator[int] = count(1)
-        self._expires_seconds: dict[str, float] = {}
+        #: Queues consumed without acknowledgement: their messages are taken, not leased.
+        self._no_ack_queues: set[str] = set()
         #: Ready messages may remain: fetch again as soon as there is credit.
         self.maybe_more = True
         #: When a delayed message comes due or a lease expires (Unix time).
@@ -177,6 +194,7 @@ class Channel(virtual.Channel):
             eta=parse_eta(headers),
             task_name=str(headers.get("task") or ""),
             task_id=str(headers.get("id") or ""),
+            ttl_seconds=message_ttl_seconds(properties),
         )
         self.store.enqueue(queue, new)
 
@@ -201,20 +219,24 @@ class Channel(virtual.Channel):
         return sorted(exchange_type.lookup(table, exchange, routing_key, None))
 
     # -- declarations --------------------------------------------------------
+    def prepare_queue_arguments(self, arguments: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Keep a Queue's ``expires`` and ``message_ttl`` as x-expires / x-message-ttl
+        (kombu's virtual channel drops them) for :meth:`_new_queue`."""
+        return dict(to_rabbitmq_queue_arguments(arguments, **kwargs))
+
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
-        expires_ms = (kwargs.get("arguments") or {}).get("x-expires")
-        if expires_ms:
-            self._expires_seconds[queue] = float(expires_ms) / 1000
+        lifetime = lifetime_of(kwargs, self.auto_delete_expires_seconds)
+        if lifetime.expires_seconds is not None or lifetime.message_ttl_seconds is not None:
+            self.connection.keep_queue(queue, lifetime)
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return True
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None, queue: str) -> None:
         binding = Binding(exchange, routing_key or "", pattern or "", queue)
-        expires = self._expires_seconds.get(queue)
-        self.store.bind(binding, expires)
-        if expires:
-            self.connection.keep_binding(binding, expires)
+        keeper = self.connection.queue_keeper
+        self.store.bind(binding, keeper.expires_seconds(queue))
+        keeper.bound(binding)
 
     def _delete(
         self,
@@ -227,7 +249,7 @@ class Channel(virtual.Channel):
     ) -> None:
         binding = Binding(exchange, routing_key or "", pattern or "", queue)
         self.store.unbind(binding)
-        self.connection.forget_binding(binding)
+        self.connection.queue_keeper.forget(queue)
         self.store.delete_queue(queue)
 
     def _size(self, queue: str) -> int:
@@ -240,21 +262,61 @@ class Channel(virtual.Channel):
     def consumed_queues(self) -> list[str]:
         return list(dict.fromkeys(self._active_queues))
 
-    def fetch_and_deliver(self) -> int:
-        """Lease as many messages as prefetch allows and hand them to kombu."""
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        queue = self._tag_to_queue.get(consumer_tag)
+        result = super().basic_cancel(consumer_tag)
+        if queue is not None and queue not in self._active_queues:
+            self._no_ack_queues.discard(queue)
+        return result
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        """Get one message; without ack it is taken from the store (never leased)."""
+        if not no_ack:
+            return super().basic_get(queue, no_ack, **kwargs)
+        while True:
+            deliveries = self.store.take([queue], 1).deliveries
+            if not deliveries:
+                return None
+            message = self._open(deliveries[0])
+            if message is not None:
+                return self.Message(message, channel=self)
+
+    def fetch_and_deliver(self, take_max: int | None = None) -> int:
+        """Hand kombu the messages of no-ack queues (taken: up to ``take_max``, gone from
+        the store) and of the other queues (leased: as many as prefetch allows)."""
         queues = self.consumed_queues()
         if not queues:
             self.maybe_more = False
             return 0
-        credit = self.qos.can_consume_max_estimate()
-        wanted = self.fetch_batch_max if credit is None else min(credit, self.fetch_batch_max)
-        if wanted <= 0:
+        no_ack = [queue for queue in queues if queue in self._no_ack_queues]
+        acked = [queue for queue in queues if queue not in self._no_ack_queues]
+        results: list[FetchResult] = []
+        more = False
+        if no_ack:
+            results.append(self.store.take(no_ack, take_max or self.fetch_batch_max))
+        if acked:
+            credit = self.qos.can_consume_max_estimate()
+            wanted = self.fetch_batch_max if credit is None else min(credit, self.fetch_batch_max)
+            if wanted > 0:
+                results.append(self._fetch(acked, wanted))
+            else:
+                more = self.maybe_more
+        if not results:
             return 0
-        result = self._fetch(queues, wanted)
-        self.maybe_more = result.more_ready
-        self.next_due = result.next_due
+        self.maybe_more = more or any(result.more_ready for result in results)
+        dues = [result.next_due for result in results if result.next_due is not None]
+        self.next_due = min(dues) if dues else None
         delivered = 0
-        undelivered = list(result.deliveries)
+        undelivered = [delivery for result in results for delivery in result.deliveries]
         try:
             while undelivered:
                 delivery = undelivered.pop(0)
@@ -265,8 +327,9 @@ class Channel(virtual.Channel):
                 self.connection._deliver(message, delivery.lease.queue)
                 delivered += 1
         finally:
-            if undelivered:  # a delivery raised: give the rest of the batch back
-                self.held.release_unsettled([d.lease for d in undelivered])
+            leased = [delivery.lease for delivery in undelivered if delivery.lease.token]
+            if leased:  # a delivery raised: give the rest of the batch back
+                self.held.release_unsettled(leased)
         return delivered
 
     def _fetch(self, queues: list[str], wanted: int) -> FetchResult:
@@ -286,13 +349,21 @@ class Channel(virtual.Channel):
             message = self.envelope.open(lease.message_id, delivery.payload)
         except EnvelopeError as exc:
             logger.error(
-                "tq: message %s in queue %r cannot be read and was set aside as dead: %s",
+                "tq: message %s in queue %r cannot be consumed and was set aside as dead "
+                "(%s): %s%s",
                 lease.message_id,
                 lease.queue,
+                exc.reason,
                 exc,
+                f" ({exc.explanation})" if exc.explanation else "",
             )
             detail = str(exc) if exc.key_id is None else f"key {exc.key_id}: {exc}"
-            self.store.bury(lease, DeadLetter(DeadReason.UNDECRYPTABLE, detail, hostname=HOSTNAME))
+            dead = DeadLetter(exc.reason, detail, hostname=HOSTNAME)
+            if lease.token:
+                self.store.bury(lease, dead)
+            else:  # taken (no-ack): the store no longer holds it
+                kept = NewMessage(lease.message_id, delivery.payload, delivery.priority)
+                self.store.bury_payload(lease.queue, kept, dead)
             return None
         tag = f"{self.consumer_id}.{next(self._tags)}"
         message["properties"]["delivery_tag"] = tag
@@ -305,8 +376,14 @@ class Channel(virtual.Channel):
             "delivery_count": delivery.delivery_count,
             "first_seen": delivery.created_at,
         }
-        message["redelivered"] = delivery.delivery_count > 1
-        self.connection.hold(tag, lease)
+        redelivered = delivery.delivery_count > 1
+        message["redelivered"] = redelivered
+        # kombu's Message (and so Celery's request) reads delivery_info from the properties
+        delivery_info = message["properties"].setdefault("delivery_info", {})
+        if isinstance(delivery_info, dict):
+            delivery_info["redelivered"] = redelivered
+        if lease.token:  # taken messages (no-ack) have no lease to keep
+            self.connection.hold(tag, lease)
         return message
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
@@ -337,11 +414,14 @@ class Transport(virtual.Transport):
 
     #: No sleep between polls: waits block in the store instead.
     polling_interval = None  # type: ignore[assignment]
-    default_port = 6379  # type: ignore[assignment]
     driver_name = "tq"
+    #: kombu hands over the whole URL as the hostname instead of parsing it (and filling
+    #: in localhost:6379 where a part is missing): see :mod:`tq_kombu.urls`.
+    can_parse_url = True
 
+    # Every store offers a waiter (tq_kombu.store.waiting): consume in the event loop.
     implements = virtual.Transport.implements.extend(
-        asynchronous=False,
+        asynchronous=True,
         exchange_type=frozenset(["direct", "topic", "fanout"]),
     )
     connection_errors = virtual.Transport.connection_errors + (StoreUnavailable,)  # type: ignore[assignment]
@@ -349,47 +429,42 @@ class Transport(virtual.Transport):
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        options = client.transport_options or {}
-        self.envelope = Envelope(
-            keyring_from_options(options),
-            compress_min_bytes=int(options.get("compress_min_bytes", 1024)),
-            compression=str(options.get("compression", "zlib")),
-        )
-        url, store_options = self.store_url(client), self._store_options(client, options)
+        url = self.store_url(client)
+        #: Every tq option, checked, defaults filled in (see tq_kombu.options).
+        self.settings = tq_options.settings(client.transport_options)
+        self.envelope: Envelope = envelope_from_settings(self.settings)
+        store_options = self._store_options(client, self.settings)
         self.store = open_store(url, **store_options)
-        self.held = held_leases(url, store_options, self.store)
-        self.lease_seconds = float(options.get("lease_seconds", Channel.lease_seconds))
+        #: The leases this process holds in the store, shared with the transports that
+        #: replace this one after a lost connection (see tq_kombu.held).
+        self.held: HeldLeases = held_leases(url, store_options, self.store)
+        self.lease_seconds = float(self.settings["lease_seconds"])
         self.driver_type = self.store.driver_type
-        self.implements = self.implements.extend(asynchronous=self.store.driver_type == "redis")
-        self.lease_keeper = LeaseKeeper(
-            self.store, float(options.get("lease_seconds", Channel.lease_seconds))
+        self.lease_keeper = LeaseKeeper(self.store, float(self.settings["lease_seconds"]))
+        self.queue_keeper = QueueKeeper(
+            self.store,
+            self._consumed_queues,
+            float(self.settings["queue_sweep_interval_seconds"]),
         )
-        self.lease_keeper.periodic.append(self._refresh_bindings)
-        self._kept_bindings: dict[Binding, float] = {}
-        self._event_loop: Any = None
+        self.lease_keeper.periodic.append(self.queue_keeper.refresh)
+        self._event_loop: EventLoopConsumer[TQChannel] | None = None
+        self._drain_wait: DrainWait[TQChannel] | None = None
+
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # no default hostname or port: a URL without a host is an error, never localhost
+        return {}
 
     @staticmethod
     def store_url(client: Any) -> str:
-        """The store URL: kombu hands ``tq+redis://...`` over whole as the hostname,
-        and splits a plain ``redis://`` or ``sqlite:///`` URL into its parts."""
-        hostname = client.hostname or ""
-        if "://" in hostname:
-            return str(hostname)
-        if hostname:
-            scheme = "rediss" if client.ssl else "redis"
-            auth = ""
-            if client.password:
-                auth = f"{client.userid or ''}:{client.password}@"
-            vhost = str(client.virtual_host or "0").strip("/") or "0"
-            return f"{scheme}://{auth}{hostname}:{client.port or 6379}/{vhost}"
-        path = client.virtual_host
-        if not path or path == "/":
-            path = "tq.sqlite3"
-        return f"sqlite:///{path}"
+        """The store URL of a kombu Connection, checked: ``tq+redis://...`` (kombu hands
+        over ``redis://...`` with ``uri_prefix="tq"``) or, in the settings-only form, the
+        plain ``redis://``, ``rediss://`` or ``sqlite:///`` URL."""
+        return checked_store_url(broker_url_of(client))
 
     @staticmethod
-    def _store_options(client: Any, options: dict[str, Any]) -> dict[str, Any]:
-        selected = {k: v for k, v in options.items() if k in STORE_OPTIONS}
+    def _store_options(client: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        selected = {k: v for k, v in settings.items() if k in STORE_OPTIONS}
         if isinstance(client.ssl, dict):
             selected.update(client.ssl)
         return selected
@@ -405,6 +480,9 @@ class Transport(virtual.Transport):
         super().close_connection(connection)
         self.lease_keeper.stop()
         self._leave_event_loop()
+        if self._drain_wait is not None:
+            self._drain_wait.close()
+            self._drain_wait = None
         self.store.close()
         self.held.retire_if_idle()
 
@@ -415,22 +493,52 @@ class Transport(virtual.Transport):
             channel.connection_lost = True
         self.close_connection(connection)
 
+    # -- delivery --------------------------------------------------------------
+    def _deliver(self, message: Any, queue: str) -> None:
+        """Hand a message to its consumer. One that makes kombu or Celery raise (a shape
+        the checks in :mod:`.message_check` did not foresee) is set aside as dead
+        (``malformed``) instead of taking the worker down; store errors propagate."""
+        try:
+            super()._deliver(message, queue)
+        except (*self.connection_errors, *self.channel_errors):
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else is the message's fault
+            self._bury_undeliverable(message, queue, exc)
+
+    def _bury_undeliverable(self, message: Any, queue: str, exc: Exception) -> None:
+        tag = str(message["properties"]["delivery_tag"])
+        for channel in self.channels:
+            if tag in channel.qos._delivered:
+                channel.qos._quick_ack(tag)  # its prefetch credit is free again
+        lease = self.unhold(tag)
+        detail = f"the consumer failed on it: {type(exc).__name__}: {exc}"[:1000]
+        logger.error(
+            "tq: message in queue %r could not be consumed (%s)%s",
+            queue,
+            detail,
+            "; set aside as dead" if lease else "",
+            exc_info=True,
+        )
+        if lease is not None:
+            self.store.bury(lease, DeadLetter(DeadReason.MALFORMED, detail, hostname=HOSTNAME))
+
     # -- leases of delivered messages ----------------------------------------
     def hold(self, delivery_tag: str, lease: Lease) -> None:
         self.held.hold(lease, self.lease_seconds, delivery_tag)
 
-    # -- bindings with an expiry, refreshed while this process lives -------
-    def keep_binding(self, binding: Binding, expires_seconds: float) -> None:
-        self._kept_bindings[binding] = expires_seconds
-        self.lease_keeper.tighten(expires_seconds / 3)
-        self.lease_keeper.start()
+    def unhold(self, delivery_tag: str) -> Lease | None:
+        """Stop holding a delivery, to settle it here; its lease, if it was held."""
+        return self.held.take(delivery_tag)
 
-    def forget_binding(self, binding: Binding) -> None:
-        self._kept_bindings.pop(binding, None)
+    # -- queues with a lifetime, kept (with their bindings) while consumed ----
+    def keep_queue(self, queue: str, lifetime: QueueLifetime) -> None:
+        self.queue_keeper.declare(queue, lifetime)
+        if lifetime.expires_seconds is not None:
+            self.lease_keeper.tighten(lifetime.expires_seconds / 3)
+            self.lease_keeper.start()
 
-    def _refresh_bindings(self) -> None:
-        for binding, expires in list(self._kept_bindings.items()):
-            self.store.bind(binding, expires)
+    def _consumed_queues(self) -> list[str]:
+        return [q for ch in list(self.channels) if not ch.closed for q in list(ch._active_queues)]
 
     # -- consuming without an event loop -----------------------------------
     def _consuming_channels(self) -> list[TQChannel]:
@@ -441,7 +549,9 @@ class Transport(virtual.Transport):
         while True:
             channels = self._consuming_channels()
             for channel in channels:
-                if channel.qos.can_consume() and channel.fetch_and_deliver():
+                # one no-ack message per call: kombu callers (pidbox's _collect with a
+                # limit) count calls, and a taken message cannot be given back
+                if channel.qos.can_consume() and channel.fetch_and_deliver(take_max=1):
                     return
             remaining = self.wait_timeout(channels)
             if deadline is not None:
@@ -449,14 +559,27 @@ class Transport(virtual.Transport):
                 if left <= 0:
                     raise TimeoutError()
                 remaining = min(remaining, left)
-            queues = [q for ch in channels if ch.qos.can_consume() for q in ch.consumed_queues()]
-            if queues:
-                self.store.wait(list(dict.fromkeys(queues)), remaining)
+            if channels:
+                self._wait_for_work(channels, remaining)
             else:
-                # nothing to consume (or no credit): let the caller's loop run
+                # nothing to consume: let the caller's loop run
                 from time import sleep
 
                 sleep(min(remaining, 0.05))
+
+    def _wait_for_work(self, channels: list[TQChannel], timeout_seconds: float) -> None:
+        """Block until a consumed queue may have work, an ack from another thread
+        returns prefetch credit, or the timeout passes."""
+        if self._drain_wait is None:
+            self._drain_wait = DrainWait(self.store.new_waiter)
+        self._drain_wait.wait(channels, timeout_seconds, self.store.wait)
+
+    def credit_returned(self) -> None:
+        """An ack or reject freed prefetch credit: a waiting consumer fetches at once."""
+        if self._event_loop is not None:
+            self._event_loop.credit_returned()
+        if self._drain_wait is not None:
+            self._drain_wait.credit_returned()
 
     def wait_timeout(self, channels: list[TQChannel]) -> float:
         """How long to block: until the next delayed message or lease is due, at most a second."""
@@ -468,12 +591,12 @@ class Transport(virtual.Transport):
             return max(min(longest, min(dues) - time()), 0.001)
         return longest
 
-    # -- consuming in the worker's event loop (Redis store) ----------------
+    # -- consuming in the worker's event loop --------------------------------
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
-        from .eventloop import EventLoopConsumer
-
         self._leave_event_loop()
-        self._event_loop = EventLoopConsumer(self, loop)
+        self._event_loop = EventLoopConsumer(
+            loop, self._consuming_channels, self.store.new_waiter, self.wait_timeout
+        )
         loop.on_tick.add(self._event_loop.on_tick)
 
     def _leave_event_loop(self) -> None:
@@ -489,4 +612,6 @@ class Transport(virtual.Transport):
     def close_channel(self, channel: Any) -> None:
         if self._event_loop is not None:
             self._event_loop.forget(channel)
+        if self._drain_wait is not None:
+            self._drain_wait.forget(channel)
         super().close_channel(channel)

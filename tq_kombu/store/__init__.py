@@ -11,8 +11,12 @@ __all__ = ["Store", "open_store"]
 
 
 def open_store(url: str, **options: Any) -> Store:
-    """Open the store a URL names: ``redis://``, ``rediss://`` or ``sqlite:///path``."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    """Open the store a URL names: ``redis://``, ``rediss://``, ``sqlite:///path`` or
+    ``memory://[name]`` (this process only: tests), checked first (see :mod:`tq_kombu.urls`)."""
+    from ..urls import check_store_url
+
+    check_store_url(url)
+    scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss"):
         from .redis import RedisStore
 
@@ -21,6 +25,10 @@ def open_store(url: str, **options: Any) -> Store:
         from .sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url, **options)
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore.from_url(url, **options)
     raise ConfigurationError(
         f"tq cannot store on {url!r}: use redis://host:port/db, rediss://... "
         "or sqlite:///path/to/queue.db (with the tq+ prefix in broker_url)"

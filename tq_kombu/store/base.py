@@ -23,6 +23,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .waiting import ThreadWaiter, Waiter
+
 
 class State(enum.StrEnum):
     """Where a message is in its life."""
@@ -45,6 +47,12 @@ class DeadReason(enum.StrEnum):
     EXPIRED = "expired"
     DEPENDENCY_FAILED = "dependency_failed"
     MEMORY_LIMIT = "memory_limit"
+    #: Opened, but not a message kombu and Celery can consume (structure, types).
+    MALFORMED = "malformed"
+    #: The store's own record of the message cannot be read (metadata, a column).
+    CORRUPT = "corrupt"
+    #: Over ``max_message_bytes``, stored or decompressed.
+    TOO_LARGE = "too_large"
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,8 @@ class NewMessage:
     task_id: str = ""
     #: Stored as WAITING (for the dependency resolver) until ``release_waiting``.
     waiting: bool = False
+    #: Seconds after which it must never be handed out (AMQP ``expiration``); None = never.
+    ttl_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,8 @@ class Lease:
 
 @dataclass(frozen=True)
 class Delivery:
-    """A message handed out by ``fetch``."""
+    """A message handed out by ``fetch`` (or by ``take``: its lease token is then empty,
+    since the store no longer holds the message)."""
 
     lease: Lease
     payload: bytes
@@ -162,6 +173,22 @@ class Binding:
 
 
 @dataclass(frozen=True)
+class QueueLifetime:
+    """How long a queue and its messages live (AMQP ``x-expires``, ``auto_delete``,
+    ``x-message-ttl``), as the store keeps it for every process."""
+
+    #: The queue vanishes with its messages once unused this long; None = it stays.
+    expires_seconds: float | None = None
+    #: A message older than this in the queue is never handed out; None = no limit.
+    message_ttl_seconds: float | None = None
+
+    @property
+    def self_expiring(self) -> bool:
+        """A queue that vanishes by itself: its expired messages are dropped, not kept dead."""
+        return self.expires_seconds is not None
+
+
+@dataclass(frozen=True)
 class WorkerBeat:
     worker: str
     seen_at: float
@@ -207,8 +234,21 @@ class Store(ABC):
         ``queues``, leaving messages of ``skip_task_names`` in place."""
 
     @abstractmethod
+    def take(self, queues: Sequence[str], max_count: int) -> FetchResult:
+        """Like :meth:`fetch`, but for consumers that never acknowledge (AMQP no-ack):
+        atomically remove up to ``max_count`` of the most urgent ready messages and hand
+        them out without a lease (empty token); nothing can redeliver them."""
+
+    @abstractmethod
     def wait(self, queues: Sequence[str], timeout_seconds: float) -> None:
         """Block until a message may have become ready in ``queues`` or the timeout passes."""
+
+    def new_waiter(self) -> Waiter:
+        """A waiter for one consumer that must not block (an event loop): its file
+        descriptor turns readable when :meth:`wait` would return (see
+        :mod:`tq_kombu.store.waiting`). By default :meth:`wait` runs in a thread;
+        a store with a socket to block on offers that instead."""
+        return ThreadWaiter(lambda queues, timeout, stop: self.wait(queues, timeout))
 
     @abstractmethod
     def renew(self, leases: Iterable[Lease], lease_seconds: float) -> list[Lease]:
@@ -220,7 +260,9 @@ class Store(ABC):
 
     @abstractmethod
     def release(self, lease: Lease) -> bool:
-        """Return an unprocessed message to ready without counting the delivery."""
+        """Return an unprocessed message to ready (e.g. prefetched at shutdown); the
+        delivery stays counted, so a message that keeps coming back still reaches
+        ``max_deliveries``."""
 
     @abstractmethod
     def requeue(self, lease: Lease) -> bool:
@@ -320,6 +362,27 @@ class Store(ABC):
     @abstractmethod
     def delete_queue(self, queue: str) -> None:
         """Delete a queue with everything it holds, in every state."""
+
+    # -- queue lifetime (x-expires, auto_delete, message TTL) --------------------
+    @abstractmethod
+    def declare_queue(self, queue: str, lifetime: QueueLifetime) -> None:
+        """Record (or refresh) how long ``queue`` and its messages live. A self-expiring
+        queue vanishes ``lifetime.expires_seconds`` after its last declaration unless
+        declared again; a lifetime with neither limit forgets the record.
+
+        Messages enqueued afterwards expire ``message_ttl_seconds`` after they arrive
+        (or sooner, by their own ``ttl_seconds``). An expired message is never handed
+        out: ``fetch`` and ``take`` drop it in a self-expiring queue and set it aside as
+        dead (reason ``expired``) in any other queue."""
+
+    @abstractmethod
+    def lifetime(self, queue: str) -> QueueLifetime | None:
+        """The recorded lifetime of ``queue``, or None."""
+
+    @abstractmethod
+    def expire_queues(self) -> list[str]:
+        """Delete every self-expiring queue not declared again within its expiry: its
+        messages in every state, its lifetime record and its bindings. Returns their names."""
 
     # -- bindings (shared so that fanout and topic exchanges span processes) ----
     @abstractmethod

@@ -2,6 +2,13 @@
 
 Every key of one queue shares the hash tag ``{<prefix>:<queue>}`` so that a queue's
 scripts touch one cluster slot. Atomic operations are Lua scripts in ``lua/``.
+
+Key names (see :func:`prefix_in_keys`): ``{<prefix>:<queue>}:<part>`` for a queue's
+keys, ``<prefix>:bindings:<exchange>`` and ``<prefix>:workers``. The prefix is written
+as it is when it holds only letters, digits, ``_``, ``.``, ``-`` and ``~`` (``tq``, the
+default), and percent-encoded otherwise; so it never holds ``:`` and two prefixes never
+share a key, whatever the queue names (``tq`` + queue ``staging:emails`` and
+``tq:staging`` + queue ``emails`` are different queues).
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import redis
 from redis.commands.core import Script
 
 from ..errors import ConfigurationError, StoreError, StoreUnavailable
+from ..options import OPTIONS, check_option, names
 from .base import (
     Binding,
     DeadLetter,
@@ -28,17 +37,34 @@ from .base import (
     MessageInfo,
     NewMessage,
     QueueCounts,
+    QueueLifetime,
     RetentionPolicy,
     State,
     Store,
     WorkerBeat,
 )
+from .redis_wait import SocketWaiter
 from .retention import retention_from_options
+from .waiting import Waiter
 
 #: Ready scores are (255 - priority) * SEQ_SPAN + sequence (see enqueue.lua).
 SEQ_SPAN = 2**44
 # The order of a queue's keys, as the Lua scripts expect them (see fetch.lua).
-QUEUE_KEYS = ("ready", "delayed", "inflight", "dead", "waiting", "meta", "bodies", "seq", "marker")
+QUEUE_KEYS = (
+    "ready",
+    "delayed",
+    "inflight",
+    "dead",
+    "waiting",
+    "meta",
+    "bodies",
+    "seq",
+    "marker",
+    "expiring",
+    "lifetime",
+)
+#: Keys of a queue that fetch does not read: the exchanges it is bound to (a set).
+OTHER_QUEUE_KEYS = ("exchanges",)
 STATE_KEYS = {
     State.READY: "ready",
     State.DELAYED: "delayed",
@@ -46,9 +72,8 @@ STATE_KEYS = {
     State.DEAD: "dead",
     State.WAITING: "waiting",
 }
+#: redis-py options taken as they are: TLS ones come from Celery's broker_use_ssl.
 REDIS_OPTIONS = (
-    "socket_timeout",
-    "socket_connect_timeout",
     "ssl_cert_reqs",
     "ssl_ca_certs",
     "ssl_certfile",
@@ -97,6 +122,7 @@ class RedisStore(Store):
         self.client: Any = client
         self.retention = retention or RetentionPolicy()
         self.key_prefix = key_prefix
+        self._prefix = prefix_in_keys(key_prefix)
         self._scripts: dict[str, Script] = {}
         self._key_cache: dict[str, dict[str, str]] = {}
 
@@ -104,17 +130,23 @@ class RedisStore(Store):
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         """Open ``redis://[user:password@]host[:port][/db]`` or ``rediss://...`` (TLS).
 
-        Recognised options: ``key_prefix`` and the redis-py connection options
-        listed in ``REDIS_OPTIONS``; others are ignored (they belong to the transport).
+        Recognised options: the ``redis`` ones of :data:`tq_kombu.options.OPTIONS`
+        (``key_prefix``, timeouts), the redis-py connection options listed in
+        ``REDIS_OPTIONS`` and the dead-letter retention; others are ignored (they belong
+        to the transport).
         """
         kwargs = {k: v for k, v in options.items() if k in REDIS_OPTIONS and v is not None}
+        for name in names("redis"):
+            passed_as = OPTIONS[name].passed_as
+            if passed_as and options.get(name) is not None:
+                kwargs[passed_as] = check_option(name, options[name])
         try:
             client = redis.Redis.from_url(url, health_check_interval=10, **kwargs)
         except ValueError as exc:
             raise ConfigurationError(f"cannot use Redis URL {url!r}: {exc}") from exc
         return cls(
             client,
-            key_prefix=str(options.get("key_prefix") or "tq"),
+            key_prefix=check_option("key_prefix", options.get("key_prefix") or "tq"),
             retention=retention_from_options(options),
         )
 
@@ -123,8 +155,8 @@ class RedisStore(Store):
         """The key names of one queue, all under one hash tag."""
         keys = self._key_cache.get(queue)
         if keys is None:
-            tag = "{" + f"{self.key_prefix}:{queue}" + "}"
-            keys = {name: f"{tag}:{name}" for name in QUEUE_KEYS}
+            tag = "{" + f"{self._prefix}:{queue}" + "}"
+            keys = {name: f"{tag}:{name}" for name in QUEUE_KEYS + OTHER_QUEUE_KEYS}
             self._key_cache[queue] = keys
         return keys
 
@@ -153,7 +185,18 @@ class RedisStore(Store):
 
     # -- publish -----------------------------------------------------------
     def enqueue(self, queue: str, message: NewMessage) -> None:
-        keys = self._keys(queue, "ready", "delayed", "waiting", "meta", "bodies", "seq", "marker")
+        keys = self._keys(
+            queue,
+            "ready",
+            "delayed",
+            "waiting",
+            "meta",
+            "bodies",
+            "seq",
+            "marker",
+            "expiring",
+            "lifetime",
+        )
         args = [
             message.message_id,
             message.payload,
@@ -162,6 +205,7 @@ class RedisStore(Store):
             "waiting" if message.waiting else "auto",
             message.task_name,
             message.task_id,
+            "" if message.ttl_seconds is None else max(int(message.ttl_seconds * 1000), 0),
         ]
         self._run("enqueue", keys, args)
 
@@ -198,11 +242,20 @@ class RedisStore(Store):
         max_deliveries: int,
         skip_task_names: Collection[str] = (),
     ) -> FetchResult:
+        lease_ms = max(int(lease_seconds * 1000), 1)
+        return self._fetch(
+            queues, [max_count, consumer_id, lease_ms, max_deliveries, *skip_task_names]
+        )
+
+    def take(self, queues: Sequence[str], max_count: int) -> FetchResult:
+        """fetch.lua with a lease of 0 ms: the messages are removed, not leased."""
+        return self._fetch(queues, [max_count, "", 0, 1])
+
+    def _fetch(self, queues: Sequence[str], args: list[Any]) -> FetchResult:
         queues = list(dict.fromkeys(queues))
         keys: list[str] = []
         for queue in queues:
-            keys.extend(self.keys_of(queue).values())
-        args = [max_count, consumer_id, int(lease_seconds * 1000), max_deliveries, *skip_task_names]
+            keys.extend(self._keys(queue, *QUEUE_KEYS))
         reply = self._run("fetch", keys, args)
         deliveries = []
         if int(reply[2]):
@@ -303,8 +356,11 @@ class RedisStore(Store):
     def dead_failure(self, queue: str, message_id: str) -> bytes:
         with _translated():
             raw = self.client.hget(self.keys_of(queue)["meta"], message_id)
-        sealed = json.loads(raw).get("f") if raw else None
-        return base64.b64decode(sealed) if sealed else b""
+        sealed = _meta(raw).get("f")
+        try:
+            return base64.b64decode(sealed) if isinstance(sealed, str) and sealed else b""
+        except ValueError:
+            return b""
 
     def ready_levels(self, queue: str) -> dict[int, tuple[int, float | None]]:
         """Counts from the ready scores; arrival times from every ready message's
@@ -321,8 +377,8 @@ class RedisStore(Store):
             for (_, score), raw in zip(page, metas, strict=True):
                 priority = 255 - int(score) // SEQ_SPAN
                 counts[priority] = counts.get(priority, 0) + 1
-                created = json.loads(raw).get("c") if raw else None
-                if created is not None:
+                created = _meta(raw).get("c")
+                if isinstance(created, int | float):
                     oldest[priority] = min(oldest.get(priority, created), created)
         return {p: (n, oldest[p] / 1000 if p in oldest else None) for p, n in counts.items()}
 
@@ -330,7 +386,7 @@ class RedisStore(Store):
     def queues(self) -> list[str]:
         """Queues with a metadata hash (Redis deletes a hash with its last field), found
         with SCAN: an administrative call, not a hot path."""
-        head = "{" + f"{self.key_prefix}:"
+        head = "{" + f"{self._prefix}:"
         tail = "}:meta"
         pattern = _glob_escape(head) + "*" + _glob_escape(tail)
         found = set()
@@ -369,23 +425,36 @@ class RedisStore(Store):
     def _describe(
         self, queue: str, message_id: str, state: State, raw: bytes | None
     ) -> MessageInfo:
-        meta = json.loads(raw) if raw else {}
-        eta = meta.get("e")
+        meta = _meta(raw)
+        if raw and not meta:
+            # unreadable metadata (the next fetch sets the message aside as corrupt)
+            return MessageInfo(queue, message_id, state, 0, 0, "", "", dead_detail=CORRUPT_META)
+
+        def number(name: str, scale: float = 1) -> float | None:
+            value = meta.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return value / scale
+            return None
+
+        def text(name: str) -> str | None:
+            value = meta.get(name)
+            return value if isinstance(value, str) else None
+
         return MessageInfo(
             queue=queue,
             message_id=message_id,
             state=state,
-            priority=int(meta.get("p", 0)),
-            delivery_count=int(meta.get("n", 0)),
-            task_name=meta.get("t", ""),
-            task_id=meta.get("i", ""),
-            eta=None if eta is None else eta / 1000,
-            dead_reason=meta.get("r"),
-            dead_detail=meta.get("x"),
-            created_at=meta["c"] / 1000 if "c" in meta else None,
-            dead_at=meta["d"] / 1000 if "d" in meta else None,
-            hostname=meta.get("h") or None,
-            attempts=None if meta.get("a") is None else int(meta["a"]),
+            priority=int(number("p") or 0),
+            delivery_count=int(number("n") or 0),
+            task_name=text("t") or "",
+            task_id=text("i") or "",
+            eta=number("e", 1000),
+            dead_reason=text("r"),
+            dead_detail=text("x"),
+            created_at=number("c", 1000),
+            dead_at=number("d", 1000),
+            hostname=text("h") or None,
+            attempts=None if number("a") is None else int(number("a") or 0),
         )
 
     def info(self, queue: str, message_id: str) -> MessageInfo | None:
@@ -434,10 +503,62 @@ class RedisStore(Store):
     def delete_queue(self, queue: str) -> None:
         with _translated():
             self.client.delete(*self.keys_of(queue).values())
+            self.client.zrem(self._expiring_queues_key, queue)
+
+    # -- queue lifetime ----------------------------------------------------
+    @property
+    def _expiring_queues_key(self) -> str:
+        return f"{self.key_prefix}:expiring-queues"
+
+    def declare_queue(self, queue: str, lifetime: QueueLifetime) -> None:
+        keys = [self.keys_of(queue)["lifetime"], self._expiring_queues_key]
+        args = [
+            queue,
+            _ms_or_empty(lifetime.expires_seconds),
+            _ms_or_empty(lifetime.message_ttl_seconds),
+        ]
+        self._run("declare_queue", keys, args)
+
+    def lifetime(self, queue: str) -> QueueLifetime | None:
+        with _translated():
+            record = self.client.hgetall(self.keys_of(queue)["lifetime"])
+        if not record:
+            return None
+        expires, ttl = record.get(b"expires"), record.get(b"ttl")
+        return QueueLifetime(
+            expires_seconds=None if expires is None else int(expires) / 1000,
+            message_ttl_seconds=None if ttl is None else int(ttl) / 1000,
+        )
+
+    def expire_queues(self) -> list[str]:
+        """Candidates from the index, each checked and deleted by expire_queue.lua."""
+        now_ms = int(time.time() * 1000)
+        with _translated():
+            due = self.client.zrangebyscore(self._expiring_queues_key, "-inf", now_ms)
+        gone = []
+        for raw in due:
+            queue = raw.decode()
+            keys = self.keys_of(queue)
+            ordered = [self._expiring_queues_key, keys["lifetime"], keys["exchanges"]]
+            ordered += [key for name, key in keys.items() if name not in ("lifetime", "exchanges")]
+            exchanges = self._run("expire_queue", ordered, [queue])
+            if exchanges is None:
+                continue
+            gone.append(queue)
+            for exchange in exchanges:
+                self._unbind_queue(exchange.decode(), queue)
+        return gone
+
+    def _unbind_queue(self, exchange: str, queue: str) -> None:
+        key = self._bindings_key(exchange)
+        with _translated():
+            fields = [f for f in self.client.hkeys(key) if json.loads(f)[2] == queue]
+            if fields:
+                self.client.hdel(key, *fields)
 
     # -- bindings ----------------------------------------------------------
     def _bindings_key(self, exchange: str) -> str:
-        return f"{self.key_prefix}:bindings:{exchange}"
+        return f"{self._prefix}:bindings:{exchange}"
 
     @staticmethod
     def _binding_field(binding: Binding) -> str:
@@ -445,10 +566,12 @@ class RedisStore(Store):
 
     def bind(self, binding: Binding, expires_seconds: float | None = None) -> None:
         expires_at = 0 if expires_seconds is None else time.time() + expires_seconds
-        with _translated():
-            self.client.hset(
+        with _translated(), self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(
                 self._bindings_key(binding.exchange), self._binding_field(binding), expires_at
             )
+            pipe.sadd(self.keys_of(binding.queue)["exchanges"], binding.exchange)
+            pipe.execute()
 
     def unbind(self, binding: Binding) -> None:
         with _translated():
@@ -476,10 +599,10 @@ class RedisStore(Store):
         now = time.time()
         beat = json.dumps({"seen": now, "expires": now + ttl_seconds, "info": info})
         with _translated():
-            self.client.hset(f"{self.key_prefix}:workers", worker, beat)
+            self.client.hset(f"{self._prefix}:workers", worker, beat)
 
     def workers(self) -> list[WorkerBeat]:
-        key = f"{self.key_prefix}:workers"
+        key = f"{self._prefix}:workers"
         with _translated():
             entries = self.client.hgetall(key)
         now = time.time()
@@ -496,6 +619,10 @@ class RedisStore(Store):
         return alive
 
     # -- event-loop support (used by the transport) --------------------------
+    def new_waiter(self) -> Waiter:
+        """BZPOPMIN on the marker keys, on a dedicated connection the loop watches."""
+        return SocketWaiter(self)
+
     def new_connection(self) -> redis.connection.Connection:
         """A dedicated connection for a consumer's blocking wait in an event loop."""
         pool = self.client.connection_pool
@@ -528,6 +655,27 @@ def _dead_args(dead: DeadLetter | None) -> list[str]:
     ]
 
 
+def prefix_in_keys(key_prefix: str) -> str:
+    """``key_prefix`` as key names hold it: unchanged if it has only letters, digits,
+    ``_.-~``, percent-encoded otherwise (so it holds no ``:``, ``{`` or ``}``)."""
+    return quote(key_prefix, safe="")
+
+
+#: The dead detail shown for a message whose metadata record cannot be read.
+CORRUPT_META = "its metadata record cannot be read"
+
+
+def _meta(raw: bytes | None) -> dict[str, Any]:
+    """A metadata record, or {} when it is missing or unreadable (never raises)."""
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def _glob_escape(text: str) -> str:
     """``text`` matched literally in a Redis SCAN pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
@@ -538,4 +686,4 @@ def _ms_or_empty(timestamp: float | None) -> str:
     return "" if timestamp is None else str(int(timestamp * 1000))
 
 
-__all__ = ["RedisStore", "QUEUE_KEYS"]
+__all__ = ["RedisStore", "QUEUE_KEYS", "OTHER_QUEUE_KEYS", "prefix_in_keys"]

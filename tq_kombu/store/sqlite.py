@@ -25,10 +25,11 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from ..errors import ConfigurationError, StoreError, StoreUnavailable
+from ..options import check_option, names
 from ..priority import normalize_priority
+from ..urls import sqlite_path
 from .base import (
     Binding,
     DeadLetter,
@@ -39,17 +40,34 @@ from .base import (
     MessageInfo,
     NewMessage,
     QueueCounts,
+    QueueLifetime,
     RetentionPolicy,
     State,
     Store,
     WorkerBeat,
 )
 from .retention import retention_from_options
+from .waiting import ThreadWaiter, Waiter
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "path_from_url"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+# Messages with a time to live (AMQP expiration, x-message-ttl), by expiry.
+_EXPIRY_INDEX = """
+    CREATE INDEX IF NOT EXISTS messages_by_expiry
+        ON messages (queue, expires_at) WHERE expires_at IS NOT NULL
+    """
+# Queue lifetimes (x-expires, auto_delete, x-message-ttl); deadline: when it vanishes.
+_LIFETIMES_TABLE = """
+    CREATE TABLE IF NOT EXISTS queue_lifetimes (
+        queue               TEXT PRIMARY KEY,
+        expires_seconds     REAL,
+        message_ttl_seconds REAL,
+        deadline            REAL
+    )
+    """
 
 _SCHEMA = (
     """
@@ -73,6 +91,7 @@ _SCHEMA = (
         hostname       TEXT,
         failure        BLOB,
         attempts       INTEGER,
+        expires_at     REAL,
         PRIMARY KEY (queue, id)
     )
     """,
@@ -94,6 +113,8 @@ _SCHEMA = (
     CREATE INDEX IF NOT EXISTS messages_dead_by_time
         ON messages (queue, dead_at, seq) WHERE state = 'dead'
     """,
+    _EXPIRY_INDEX,
+    _LIFETIMES_TABLE,
     """
     CREATE TABLE IF NOT EXISTS counters (
         name  TEXT PRIMARY KEY,
@@ -132,6 +153,7 @@ _MIGRATIONS = {
         "ALTER TABLE messages ADD COLUMN failure BLOB",
     ),
     2: ("ALTER TABLE messages ADD COLUMN attempts INTEGER",),
+    3: ("ALTER TABLE messages ADD COLUMN expires_at REAL", _EXPIRY_INDEX, _LIFETIMES_TABLE),
 }
 
 #: ``list_messages`` order per state: hand-out, due, expiry, death, arrival.
@@ -144,8 +166,21 @@ _LIST_ORDER = {
 }
 
 _QUEUED = "('ready', 'delayed', 'waiting')"
+
+
+def _unknown_states_sql() -> str:
+    """Rows of queue ?1 whose state is none of State's: one index range between each two
+    known states (text sorts after numbers, blobs after text), never a scan of the queue."""
+    known = sorted(state.value for state in State)
+    ranges = [f"state < '{known[0]}'", f"state > '{known[-1]}'"]
+    ranges += [f"state > '{a}' AND state < '{b}'" for a, b in zip(known, known[1:], strict=False)]
+    return " UNION ALL ".join(
+        f"SELECT rowid, state FROM messages WHERE queue = ?1 AND {r}" for r in ranges
+    )
+
+
+_UNKNOWN_STATES_SQL = _unknown_states_sql()
 _NEXT_SEQ = "(SELECT value + 1 FROM counters WHERE name = 'seq')"
-_SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 class _Connection(sqlite3.Connection):
@@ -168,49 +203,29 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
+#: Held by waiter threads while they are inside SQLite, and by a fork while it happens:
+#: SQLite's own mutexes (its allocator's, for one) held by a thread at fork time would
+#: stay locked in the child (a prefork pool process) for good. The waiters poll many
+#: times a second, so without it a fork would sooner or later catch one mid-query.
+_FORK_GUARD = threading.Lock()
+
+
+def _release_fork_guard() -> None:
+    _FORK_GUARD.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_FORK_GUARD.acquire,
+        after_in_parent=_release_fork_guard,
+        after_in_child=_release_fork_guard,
+    )
+
 
 def path_from_url(url: str) -> str:
-    """The database path in a ``sqlite:///...`` URL (kombu/SQLAlchemy rule).
-
-    Everything after ``sqlite:///`` is the path, percent-decoded:
-    ``sqlite:///queue.db`` and ``sqlite:///data/queue.db`` are relative to the
-    working directory, ``sqlite:////var/lib/tq/queue.db`` (four slashes) is
-    absolute — which is what ``f"sqlite:///{absolute_path}"`` produces.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() != "sqlite":
-        raise ConfigurationError(
-            f"{url!r} is not a SQLite URL: use sqlite:///relative/path.db "
-            "or sqlite:////absolute/path.db"
-        )
-    if not rest.startswith("/"):
-        raise ConfigurationError(
-            f"SQLite URL {url!r} names a host ({rest.split('/', 1)[0]!r}); a SQLite store is a "
-            "local file: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
-    if "?" in rest or "#" in rest:
-        raise ConfigurationError(
-            f"SQLite URL {url!r} has a query or fragment: tq takes SQLite options as "
-            "transport options (broker_transport_options), not in the URL; "
-            "percent-encode '?' and '#' if they are part of the file name"
-        )
-    path = unquote(rest[1:])
-    if not path or path == ":memory:":
-        raise ConfigurationError(
-            f"SQLite URL {url!r} names no file: tq needs a database file that every worker "
-            "process can open, e.g. sqlite:///queue.db or sqlite:////var/lib/tq/queue.db"
-        )
-    return path
-
-
-def _positive_float(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from exc
-    if not number > 0:
-        raise ConfigurationError(f"{name} must be greater than 0 seconds, got {value!r}")
-    return number
+    """The database path in a ``sqlite:///...`` URL (see :func:`tq_kombu.urls.sqlite_path`):
+    ``sqlite:///queue.db`` is relative, ``sqlite:////var/lib/tq/queue.db`` absolute."""
+    return sqlite_path(url)
 
 
 class SQLiteStore(Store):
@@ -226,8 +241,9 @@ class SQLiteStore(Store):
     #: mode still loses nothing when a process crashes.
     synchronous: str = "FULL"
 
-    #: Options :meth:`from_url` takes; any other option is ignored.
-    options = ("poll_interval_seconds", "busy_timeout_seconds", "synchronous")
+    #: Options :meth:`from_url` takes (see :data:`tq_kombu.options.OPTIONS`); any other
+    #: option is ignored.
+    options = names("sqlite")
 
     def __init__(
         self,
@@ -240,21 +256,13 @@ class SQLiteStore(Store):
         """Open (lazily) the database at ``path``; a relative path is taken relative to
         the current working directory now, not when the file is first opened."""
         if poll_interval_seconds is not None:
-            self.poll_interval_seconds = _positive_float(
+            self.poll_interval_seconds = check_option(
                 "poll_interval_seconds", poll_interval_seconds
             )
         if busy_timeout_seconds is not None:
-            self.busy_timeout_seconds = _positive_float(
-                "busy_timeout_seconds", busy_timeout_seconds
-            )
+            self.busy_timeout_seconds = check_option("busy_timeout_seconds", busy_timeout_seconds)
         if synchronous is not None:
-            mode = str(synchronous).upper()
-            if mode not in _SYNCHRONOUS_MODES:
-                raise ConfigurationError(
-                    f"synchronous must be one of {', '.join(_SYNCHRONOUS_MODES)}, "
-                    f"got {synchronous!r}"
-                )
-            self.synchronous = mode
+            self.synchronous = check_option("synchronous", synchronous)
         self.path = os.path.abspath(os.fspath(path))
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -353,7 +361,7 @@ class SQLiteStore(Store):
                 elif version < SCHEMA_VERSION:
                     for step in range(version, SCHEMA_VERSION):
                         for statement in _MIGRATIONS[step]:
-                            conn.execute(statement)
+                            _migrate(conn, statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -467,10 +475,16 @@ class SQLiteStore(Store):
         else:
             state = State.READY
         with self._write("enqueue") as conn:
+            ttls = [] if message.ttl_seconds is None else [float(message.ttl_seconds)]
+            row = conn.execute(
+                "SELECT message_ttl_seconds FROM queue_lifetimes WHERE queue = ?", (queue,)
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                ttls.append(float(row[0]))
             conn.execute(
                 "INSERT OR IGNORE INTO messages (queue, id, state, priority, seq, eta, "
-                "task_name, task_id, payload, created_at) "
-                f"VALUES (?, ?, ?, ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?)",
+                "task_name, task_id, payload, created_at, expires_at) "
+                f"VALUES (?, ?, ?, ?, {_NEXT_SEQ}, ?, ?, ?, ?, ?, ?)",
                 (
                     queue,
                     message.message_id,
@@ -481,6 +495,7 @@ class SQLiteStore(Store):
                     message.task_id,
                     bytes(message.payload),
                     now,
+                    now + min(ttls) if ttls else None,
                 ),
             )
             conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
@@ -496,10 +511,27 @@ class SQLiteStore(Store):
         skip_task_names: Collection[str] = (),
     ) -> FetchResult:
         """Promote, reclaim and lease in one transaction (see the Store contract)."""
-        names = list(dict.fromkeys(queues))
         if max_deliveries < 1:
             raise ConfigurationError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
-        lease_seconds = _positive_float("lease_seconds", lease_seconds)
+        lease_seconds = check_option("lease_seconds", lease_seconds)
+        return self._fetch(
+            queues, max_count, consumer_id, lease_seconds, max_deliveries, skip_task_names
+        )
+
+    def take(self, queues: Sequence[str], max_count: int) -> FetchResult:
+        """Promote, reclaim and remove in one transaction: a fetch without leases."""
+        return self._fetch(queues, max_count, "", None, 1, ())
+
+    def _fetch(
+        self,
+        queues: Sequence[str],
+        max_count: int,
+        consumer_id: str,
+        lease_seconds: float | None,
+        max_deliveries: int,
+        skip_task_names: Collection[str],
+    ) -> FetchResult:
+        names = list(dict.fromkeys(queues))
         if not names:
             return FetchResult([], False, None)
         skip = sorted(set(skip_task_names))
@@ -507,12 +539,13 @@ class SQLiteStore(Store):
         now = time.time()
         with self._write("fetch") as conn:
             self._return_due_to_ready(conn, names, now)
+            self._expire_messages(conn, names, now)
             deliveries = self._lease_best(
                 conn,
                 names,
                 max_count=max_count,
                 consumer_id=consumer_id,
-                lease_until=now + lease_seconds,
+                lease_until=None if lease_seconds is None else now + lease_seconds,
                 max_deliveries=max_deliveries,
                 skip_sql=skip_sql,
                 skip=skip,
@@ -530,34 +563,73 @@ class SQLiteStore(Store):
         return FetchResult(deliveries, more_ready, next_due)
 
     def _return_due_to_ready(self, conn: sqlite3.Connection, queues: list[str], now: float) -> None:
-        """Make due delayed messages and expired leases ready, in the order they came due."""
-        due: list[tuple[float, int, str, str]] = []
+        """Make due delayed messages and expired leases ready, in the order they came due
+        (a time that is not a number can never come due: that message goes dead, corrupt)."""
+        due: list[tuple[float, int, int]] = []
         for queue in queues:
-            due.extend(
-                (float(row[0]), int(row[1]), queue, str(row[2]))
-                for row in conn.execute(
-                    "SELECT eta, seq, id FROM messages "
-                    "WHERE queue = ? AND state = 'delayed' AND eta <= ?",
-                    (queue, now),
+            for state, column in (("delayed", "eta"), ("inflight", "lease_until")):
+                # numbers sort before text and blobs, NULL before both (indexed ranges)
+                due.extend(
+                    (float(row[0]), _int_or(row[1], 0), int(row[2]))
+                    for row in conn.execute(
+                        f"SELECT {column}, seq, rowid FROM messages "
+                        f"WHERE queue = ? AND state = '{state}' AND {column} <= ?",
+                        (queue, now),
+                    )
                 )
-            )
-            due.extend(
-                (float(row[0]), int(row[1]), queue, str(row[2]))
                 for row in conn.execute(
-                    "SELECT lease_until, seq, id FROM messages "
-                    "WHERE queue = ? AND state = 'inflight' AND lease_until <= ?",
-                    (queue, now),
-                )
-            )
+                    f"SELECT rowid, {column} FROM messages WHERE queue = ? AND state = '{state}' "
+                    f"AND ({column} IS NULL OR {column} >= '')",
+                    (queue,),
+                ).fetchall():
+                    _bury_corrupt(conn, int(row[0]), f"column {column} holds {row[1]!r}", now)
+            for row in conn.execute(_UNKNOWN_STATES_SQL, (queue,)).fetchall():
+                _bury_corrupt(conn, int(row[0]), f"column state holds {row[1]!r}", now)
         if not due:
             return
         due.sort()
         first = self._take_seqs(conn, len(due))
         conn.executemany(
             "UPDATE messages SET state = 'ready', seq = ?, lease_until = NULL, "
-            "lease_token = NULL WHERE queue = ? AND id = ?",
-            [(first + n, queue, message_id) for n, (_, _, queue, message_id) in enumerate(due)],
+            "lease_token = NULL WHERE rowid = ?",
+            [(first + n, rowid) for n, (_, _, rowid) in enumerate(due)],
         )
+
+    def _expire_messages(self, conn: sqlite3.Connection, queues: list[str], now: float) -> None:
+        """Messages past their time to live, not yet handed out, go: deleted in a
+        self-expiring queue, dead (reason ``expired``) in any other."""
+        for queue in queues:
+            row = conn.execute(
+                "SELECT 1 FROM messages WHERE queue = ? AND expires_at <= ? LIMIT 1", (queue, now)
+            ).fetchone()
+            if row is None:
+                continue
+            lifetime = conn.execute(
+                "SELECT expires_seconds FROM queue_lifetimes WHERE queue = ?", (queue,)
+            ).fetchone()
+            condition = f"queue = ? AND expires_at <= ? AND state IN {_QUEUED}"
+            if lifetime is not None and lifetime[0] is not None:
+                conn.execute(f"DELETE FROM messages WHERE {condition}", (queue, now))
+                died = 0
+            else:
+                died = conn.execute(
+                    "UPDATE messages SET state = 'dead', dead_reason = ?, dead_detail = ?, "
+                    f"dead_at = ? WHERE {condition}",
+                    (
+                        DeadReason.EXPIRED.value,
+                        "its time to live ran out before it was delivered",
+                        now,
+                        queue,
+                        now,
+                    ),
+                ).rowcount
+            # handed out already (in flight), or just set aside: no longer expiring
+            conn.execute(
+                "UPDATE messages SET expires_at = NULL WHERE queue = ? AND expires_at <= ?",
+                (queue, now),
+            )
+            if died:
+                self._trim_dead(conn, queue, self.retention)
 
     def _lease_best(
         self,
@@ -566,33 +638,56 @@ class SQLiteStore(Store):
         *,
         max_count: int,
         consumer_id: str,
-        lease_until: float,
+        lease_until: float | None,
         max_deliveries: int,
         skip_sql: str,
         skip: list[str],
         now: float,
     ) -> list[Delivery]:
         """Lease up to ``max_count`` ready messages, strictly by priority then seq across
-        ``queues``; a message over ``max_deliveries`` goes to dead instead."""
+        ``queues``; a message over ``max_deliveries`` goes to dead instead. Without
+        ``lease_until`` the messages are removed instead of leased (``take``)."""
         deliveries: list[Delivery] = []
         while len(deliveries) < max_count:
             wanted = max_count - len(deliveries)
             candidates: list[tuple[int, int, str, str, int]] = []
+            buried = False
             for queue in queues:
-                candidates.extend(
-                    (-int(row[0]), int(row[1]), queue, str(row[2]), int(row[3]))
-                    for row in conn.execute(
-                        "SELECT priority, seq, id, delivery_count FROM messages "
-                        f"WHERE queue = ? AND state = 'ready'{skip_sql} "
-                        "ORDER BY priority DESC, seq LIMIT ?",
-                        (queue, *skip, wanted),
-                    )
-                )
+                for row in conn.execute(
+                    "SELECT priority, seq, id, delivery_count, rowid FROM messages "
+                    f"WHERE queue = ? AND state = 'ready'{skip_sql} "
+                    "ORDER BY priority DESC, seq LIMIT ?",
+                    (queue, *skip, wanted),
+                ).fetchall():
+                    try:
+                        candidates.append(_candidate(queue, row))
+                    except _CorruptRow as exc:
+                        _bury_corrupt(conn, int(row[4]), str(exc), now)
+                        self._trim_dead(conn, queue, self.retention)
+                        buried = True
             if not candidates:
+                if buried:
+                    continue
                 break
             candidates.sort()
             for negative_priority, _, queue, message_id, delivered in candidates[:wanted]:
                 count = delivered + 1
+                if lease_until is None:
+                    row = conn.execute(
+                        "DELETE FROM messages WHERE queue = ? AND id = ? "
+                        "RETURNING payload, created_at",
+                        (queue, message_id),
+                    ).fetchone()
+                    deliveries.append(
+                        Delivery(
+                            lease=Lease(queue, message_id, ""),
+                            payload=bytes(row[0]),
+                            priority=-negative_priority,
+                            delivery_count=count,
+                            created_at=float(row[1]),
+                        )
+                    )
+                    continue
                 if count > max_deliveries:
                     conn.execute(
                         "UPDATE messages SET state = 'dead', delivery_count = ?, "
@@ -609,20 +704,32 @@ class SQLiteStore(Store):
                     )
                     self._trim_dead(conn, queue, self.retention)
                     continue
+                row = conn.execute(
+                    "SELECT payload, created_at, rowid FROM messages WHERE queue = ? AND id = ?",
+                    (queue, message_id),
+                ).fetchone()
+                if not isinstance(row[0], bytes) or not _is_number(row[1]):
+                    column, value = (
+                        ("payload", row[0])
+                        if not isinstance(row[0], bytes)
+                        else (
+                            "created_at",
+                            row[1],
+                        )
+                    )
+                    _bury_corrupt(conn, int(row[2]), f"column {column} holds {value!r}"[:300], now)
+                    self._trim_dead(conn, queue, self.retention)
+                    continue
                 token = f"{consumer_id}:{count}"
                 conn.execute(
                     "UPDATE messages SET state = 'inflight', delivery_count = ?, "
                     "lease_until = ?, lease_token = ? WHERE queue = ? AND id = ?",
                     (count, lease_until, token, queue, message_id),
                 )
-                row = conn.execute(
-                    "SELECT payload, created_at FROM messages WHERE queue = ? AND id = ?",
-                    (queue, message_id),
-                ).fetchone()
                 deliveries.append(
                     Delivery(
                         lease=Lease(queue, message_id, token),
-                        payload=bytes(row[0]),
+                        payload=row[0],
                         priority=-negative_priority,
                         delivery_count=count,
                         created_at=float(row[1]),
@@ -634,9 +741,10 @@ class SQLiteStore(Store):
     def _next_due(conn: sqlite3.Connection, queues: list[str]) -> float | None:
         times: list[float] = []
         for queue in queues:
-            for sql in (
-                "SELECT MIN(eta) FROM messages WHERE queue = ? AND state = 'delayed'",
-                "SELECT MIN(lease_until) FROM messages WHERE queue = ? AND state = 'inflight'",
+            for sql in (  # "< ''": numbers only (see _return_due_to_ready)
+                "SELECT MIN(eta) FROM messages WHERE queue = ? AND state = 'delayed' AND eta < ''",
+                "SELECT MIN(lease_until) FROM messages WHERE queue = ? AND state = 'inflight' "
+                "AND lease_until < ''",
             ):
                 row = conn.execute(sql, (queue,)).fetchone()
                 if row is not None and row[0] is not None:
@@ -644,40 +752,79 @@ class SQLiteStore(Store):
         return min(times) if times else None
 
     def wait(self, queues: Sequence[str], timeout_seconds: float) -> None:
-        """Poll every :attr:`poll_interval_seconds` until a message is ready, a delayed one
-        is due or a lease has expired in ``queues``; never longer than the timeout."""
+        """Block until a message is ready, a delayed one is due or a lease has expired in
+        ``queues``; never longer than the timeout (see :meth:`_wait`)."""
+        self._wait(queues, timeout_seconds, None)
+
+    def new_waiter(self) -> Waiter:
+        """A thread that runs :meth:`_wait` and wakes the event loop through a pipe."""
+        return ThreadWaiter(self._wait, name="tq-sqlite-waiter")
+
+    def _wait(
+        self, queues: Sequence[str], timeout_seconds: float, stop: threading.Event | None
+    ) -> None:
+        """Poll every :attr:`poll_interval_seconds`, cheaply: ``PRAGMA data_version``
+        says whether another connection committed since the last look, and only then
+        are ``queues`` queried again; a known due time (delayed message, lease) is
+        watched by the clock. Returns early once ``stop`` is set."""
         names = list(dict.fromkeys(queues))
         deadline = time.monotonic() + max(0.0, float(timeout_seconds))
-        while True:
-            if names and self._work_available(names):
-                return
+        seen_version: int | None = None
+        next_due: float | None = None
+        ready = False
+        while stop is None or not stop.is_set():
+            if names:
+                with _FORK_GUARD:
+                    version = self._data_version()
+                    changed = version != seen_version
+                    if changed:
+                        seen_version = version
+                        ready, next_due = self._work_state(names)
+                if changed and ready:
+                    return
+                if next_due is not None and next_due <= time.time():
+                    return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            time.sleep(min(self.poll_interval_seconds, remaining))
+            pause = min(self.poll_interval_seconds, remaining)
+            if stop is None:
+                time.sleep(pause)
+            else:
+                stop.wait(pause)
 
-    def _work_available(self, queues: list[str]) -> bool:
-        now = time.time()
+    def _data_version(self) -> int:
+        """Changes whenever another connection commits (see SQLite's PRAGMA data_version)."""
+        with self._read("wait") as conn:
+            row = conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _work_state(self, queues: list[str]) -> tuple[bool, float | None]:
+        """Whether a message is ready in ``queues`` now, and the earliest time a delayed
+        message comes due or a lease expires there."""
+        due: list[float] = []
         with self._read("wait") as conn:
             for queue in queues:
                 row = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready')"
-                    " OR EXISTS (SELECT 1 FROM messages"
-                    "            WHERE queue = ?1 AND state = 'delayed' AND eta <= ?2)"
-                    " OR EXISTS (SELECT 1 FROM messages"
-                    "            WHERE queue = ?1 AND state = 'inflight' AND lease_until <= ?2)",
-                    (queue, now),
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready'),"
+                    " (SELECT MIN(eta) FROM messages WHERE queue = ?1 AND state = 'delayed'),"
+                    " (SELECT MIN(lease_until) FROM messages"
+                    "  WHERE queue = ?1 AND state = 'inflight')",
+                    (queue,),
                 ).fetchone()
-                if row is not None and row[0]:
-                    return True
-        return False
+                if row is None:
+                    continue
+                if row[0]:
+                    return True, None
+                due.extend(float(value) for value in row[1:] if value is not None)
+        return False, min(due) if due else None
 
     def renew(self, leases: Iterable[Lease], lease_seconds: float) -> list[Lease]:
         """Extend the leases still held; return the ones that are not."""
         held = list(leases)
         if not held:
             return []
-        lease_seconds = _positive_float("lease_seconds", lease_seconds)
+        lease_seconds = check_option("lease_seconds", lease_seconds)
         lost: list[Lease] = []
         with self._write("renew") as conn:
             until = time.time() + lease_seconds
@@ -702,8 +849,9 @@ class SQLiteStore(Store):
             return cursor.rowcount > 0
 
     def release(self, lease: Lease) -> bool:
-        """Return the message to the end of its priority level, uncounting the delivery."""
-        return self._back_to_ready(lease, "delivery_count = MAX(delivery_count - 1, 0), ")
+        """Return the message to the end of its priority level; the delivery stays counted
+        (a message that keeps coming back still reaches ``max_deliveries``)."""
+        return self._back_to_ready(lease, "")
 
     def requeue(self, lease: Lease) -> bool:
         """Return the message to the end of its priority level; the delivery stays counted."""
@@ -872,7 +1020,7 @@ class SQLiteStore(Store):
                 "SELECT failure FROM messages WHERE queue = ? AND id = ? AND state = 'dead'",
                 (queue, message_id),
             ).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else b""
+        return _blob(row[0]) if row and row[0] is not None else b""
 
     def ready_levels(self, queue: str) -> dict[int, tuple[int, float | None]]:
         with self._read("ready_levels") as conn:
@@ -881,7 +1029,14 @@ class SQLiteStore(Store):
                 "WHERE queue = ? AND state = 'ready' GROUP BY priority",
                 (queue,),
             ).fetchall()
-        return {int(p): (int(n), None if c is None else float(c)) for p, n, c in rows}
+        levels: dict[int, tuple[int, float | None]] = {}
+        for p, n, c in rows:  # a priority that is not a number counts at 0 (corrupt rows)
+            count, oldest = levels.get(_int_or(p, 0), (0, None))
+            first = float(c) if _is_number(c) else None
+            if oldest is not None and (first is None or oldest < first):
+                first = oldest
+            levels[_int_or(p, 0)] = (count + int(n), first)
+        return levels
 
     # -- inspect and administer -------------------------------------------
     def queues(self) -> list[str]:
@@ -928,7 +1083,7 @@ class SQLiteStore(Store):
             row = conn.execute(
                 "SELECT payload FROM messages WHERE queue = ? AND id = ?", (queue, message_id)
             ).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else _blob(row[0])
 
     def cancel(self, queue: str, message_id: str) -> bool:
         """Delete a ready, delayed or waiting message; False if none was there."""
@@ -978,6 +1133,57 @@ class SQLiteStore(Store):
         """Delete every message of the queue, in every state (bindings stay: unbind them)."""
         with self._write("delete_queue") as conn:
             conn.execute("DELETE FROM messages WHERE queue = ?", (queue,))
+            conn.execute("DELETE FROM queue_lifetimes WHERE queue = ?", (queue,))
+
+    # -- queue lifetime -----------------------------------------------------
+    def declare_queue(self, queue: str, lifetime: QueueLifetime) -> None:
+        """Record or refresh the queue's lifetime (neither limit: forget it)."""
+        expires, ttl = lifetime.expires_seconds, lifetime.message_ttl_seconds
+        with self._write("declare_queue") as conn:
+            if expires is None and ttl is None:
+                conn.execute("DELETE FROM queue_lifetimes WHERE queue = ?", (queue,))
+                return
+            deadline = None if expires is None else time.time() + float(expires)
+            conn.execute(
+                "INSERT INTO queue_lifetimes (queue, expires_seconds, message_ttl_seconds, "
+                "deadline) VALUES (?, ?, ?, ?) ON CONFLICT (queue) DO UPDATE SET "
+                "expires_seconds = excluded.expires_seconds, "
+                "message_ttl_seconds = excluded.message_ttl_seconds, deadline = excluded.deadline",
+                (queue, expires, ttl, deadline),
+            )
+
+    def lifetime(self, queue: str) -> QueueLifetime | None:
+        with self._read("lifetime") as conn:
+            row = conn.execute(
+                "SELECT expires_seconds, message_ttl_seconds FROM queue_lifetimes WHERE queue = ?",
+                (queue,),
+            ).fetchone()
+        if row is None:
+            return None
+        return QueueLifetime(
+            None if row[0] is None else float(row[0]), None if row[1] is None else float(row[1])
+        )
+
+    def expire_queues(self) -> list[str]:
+        """Delete the queues past their deadline with their messages and bindings."""
+        now = time.time()
+        with self._read("expire_queues") as conn:
+            if not conn.execute(
+                "SELECT 1 FROM queue_lifetimes WHERE deadline <= ? LIMIT 1", (now,)
+            ).fetchone():
+                return []
+        with self._write("expire_queues") as conn:
+            gone = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT queue FROM queue_lifetimes WHERE deadline <= ? ORDER BY queue", (now,)
+                ).fetchall()
+            ]
+            for queue in gone:
+                conn.execute("DELETE FROM messages WHERE queue = ?", (queue,))
+                conn.execute("DELETE FROM bindings WHERE queue = ?", (queue,))
+                conn.execute("DELETE FROM queue_lifetimes WHERE queue = ?", (queue,))
+        return gone
 
     # -- bindings -----------------------------------------------------------
     def bind(self, binding: Binding, expires_seconds: float | None = None) -> None:
@@ -1050,6 +1256,16 @@ class SQLiteStore(Store):
         return beats
 
 
+def _migrate(conn: sqlite3.Connection, statement: str) -> None:
+    """Run one upgrade statement; adding a column the table already has is a no-op."""
+    words = statement.split()
+    if words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["ADD", "COLUMN"]:
+        columns = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({words[2]})")}
+        if words[5] in columns:
+            return
+    conn.execute(statement)
+
+
 def _state(value: State | str) -> State:
     try:
         return State(value)
@@ -1060,21 +1276,67 @@ def _state(value: State | str) -> State:
 
 
 def _message_info(row: Sequence[Any]) -> MessageInfo:
+    """A row as MessageInfo; a column holding a value of the wrong type reads as unknown
+    (the next fetch of a queued one sets it aside as corrupt), never as an error."""
     queue, message_id, state, priority, count, task_name, task_id, eta, reason, detail = row[:10]
     created_at, dead_at, hostname, attempts = row[10:]
+    try:
+        known_state = State(state)
+    except ValueError:
+        known_state, reason, detail = State.DEAD, DeadReason.CORRUPT.value, f"state {state!r}"
     return MessageInfo(
         queue=str(queue),
         message_id=str(message_id),
-        state=State(state),
-        priority=int(priority),
-        delivery_count=int(count),
+        state=known_state,
+        priority=_int_or(priority, 0),
+        delivery_count=_int_or(count, 0),
         task_name=str(task_name),
         task_id=str(task_id),
-        eta=None if eta is None else float(eta),
+        eta=float(eta) if _is_number(eta) else None,
         dead_reason=None if reason is None else str(reason),
         dead_detail=None if detail is None else str(detail),
-        created_at=None if created_at is None else float(created_at),
-        dead_at=None if dead_at is None else float(dead_at),
-        hostname=hostname or None,
-        attempts=None if attempts is None else int(attempts),
+        created_at=float(created_at) if _is_number(created_at) else None,
+        dead_at=float(dead_at) if _is_number(dead_at) else None,
+        hostname=None if hostname is None else str(hostname) or None,
+        attempts=None if attempts is None else _int_or(attempts, 0),
+    )
+
+
+def _blob(value: Any) -> bytes:
+    """A BLOB column's bytes; text (a corrupt row) as its UTF-8 bytes."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "replace")
+
+
+class _CorruptRow(ValueError):
+    """A row whose columns cannot be read as a message."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int_or(value: Any, default: int) -> int:
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return int(value)
+    return default
+
+
+def _candidate(queue: str, row: Sequence[Any]) -> tuple[int, int, str, str, int]:
+    """The sort key and fields of a ready row (priority, seq, id, delivery_count, rowid)."""
+    for column, value in (("priority", row[0]), ("seq", row[1]), ("delivery_count", row[3])):
+        if _int_or(value, -1) != value or not (column != "priority" or 0 <= value <= 255):
+            raise _CorruptRow(f"column {column} holds {value!r}"[:300])
+    if not isinstance(row[2], str):
+        raise _CorruptRow(f"column id holds {row[2]!r}"[:300])
+    return (-int(row[0]), int(row[1]), queue, row[2], int(row[3]))
+
+
+def _bury_corrupt(conn: sqlite3.Connection, rowid: int, detail: str, now: float) -> None:
+    """Set a message whose row cannot be read aside as dead (reason corrupt), in place."""
+    conn.execute(
+        "UPDATE messages SET state = 'dead', dead_reason = ?, dead_detail = ?, dead_at = ?, "
+        "lease_until = NULL, lease_token = NULL WHERE rowid = ?",
+        (DeadReason.CORRUPT.value, detail[:300], now, rowid),
     )

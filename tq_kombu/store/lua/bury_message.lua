@@ -24,8 +24,14 @@ if raw then
   for i, state in ipairs({'ready', 'delayed', 'waiting', 'inflight'}) do
     if redis.call('ZREM', KEYS[i], id) == 1 then before = state end
   end
-  meta = cjson.decode(raw)
+  local ok, decoded = pcall(cjson.decode, raw)
+  if ok and type(decoded) == 'table' then meta = decoded end
+end
+if meta then
   meta.l = nil
+elseif raw then
+  -- held, but its metadata is unreadable: rebuilt from the arguments, payload kept
+  meta = {p = tonumber(ARGV[3]), n = number_or_nil(ARGV[12]) or 0, t = ARGV[5], i = ARGV[6], c = now}
 else
   meta = {
     p = tonumber(ARGV[3]),

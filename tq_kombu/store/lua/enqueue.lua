@@ -9,11 +9,14 @@
 -- KEYS[5] bodies   (hash: id -> payload)
 -- KEYS[6] seq      (counter giving FIFO order)
 -- KEYS[7] marker   (zset woken consumers block on)
+-- KEYS[8] expiring (zset: id -> time, ms, after which it must not be handed out)
+-- KEYS[9] lifetime (hash: ttl = message TTL in ms, expires = queue expiry in ms,
+--                   deadline = ms; see declare_queue.lua)
 -- (the dead set, zset: id -> dead-at time in ms, is written by settle.lua, fetch.lua and
 --  bury_message.lua)
 -- ARGV[1] id, ARGV[2] payload, ARGV[3] priority, ARGV[4] eta in ms or "",
 -- ARGV[5] target: "auto" (ready or delayed by eta) or "waiting",
--- ARGV[6] task name, ARGV[7] task id
+-- ARGV[6] task name, ARGV[7] task id, ARGV[8] the message's own TTL in ms or ""
 -- Returns the state the message was stored in, or "exists" when the queue already
 -- holds a message with that id (the first copy is kept).
 local SEQ_SPAN = 17592186044416 -- 2^44: priority * SEQ_SPAN + seq keeps FIFO within a level
@@ -41,4 +44,9 @@ else
 end
 redis.call('HSET', KEYS[4], id, cjson.encode(meta))
 redis.call('HSET', KEYS[5], id, ARGV[2])
+
+-- time to live: the sooner of the message's own and the queue's
+local ttl = tonumber(redis.call('HGET', KEYS[9], 'ttl') or '')
+if ARGV[8] ~= '' and (ttl == nil or tonumber(ARGV[8]) < ttl) then ttl = tonumber(ARGV[8]) end
+if ttl then redis.call('ZADD', KEYS[8], now + ttl, id) end
 return state

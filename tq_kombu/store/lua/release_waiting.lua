@@ -6,11 +6,13 @@ local SEQ_SPAN = 17592186044416
 local id = ARGV[1]
 if redis.call('ZREM', KEYS[1], id) == 0 then return 0 end
 local raw = redis.call('HGET', KEYS[4], id)
-if not raw then return 0 end
-local meta = cjson.decode(raw)
+local ok, meta = false, nil
+if raw then ok, meta = pcall(cjson.decode, raw) end
+-- unreadable metadata: made ready at the lowest level; the next fetch sets it aside as corrupt
+if not ok or type(meta) ~= 'table' or type(meta.p) ~= 'number' then meta = {p = 0} end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-if meta.e and meta.e > now then
+if type(meta.e) == 'number' and meta.e > now then
   redis.call('ZADD', KEYS[2], meta.e, id)
 else
   local seq = redis.call('INCR', KEYS[5])

@@ -9,7 +9,10 @@ local lost = {}
 for i = 2, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local raw = redis.call('HGET', KEYS[2], id)
-  if raw and cjson.decode(raw).l == token and redis.call('ZSCORE', KEYS[1], id) then
+  local ok, meta = false, nil
+  if raw then ok, meta = pcall(cjson.decode, raw) end
+  -- unreadable metadata counts as lost: the next fetch sets the message aside as corrupt
+  if ok and type(meta) == 'table' and meta.l == token and redis.call('ZSCORE', KEYS[1], id) then
     redis.call('ZADD', KEYS[1], deadline, id)
   else
     lost[#lost + 1] = i / 2

@@ -11,7 +11,8 @@ local id = ARGV[1]
 if not redis.call('ZSCORE', KEYS[1], id) then return 0 end
 if KEYS[5] ~= KEYS[2] and redis.call('HEXISTS', KEYS[5], id) == 1 then return 0 end
 redis.call('ZREM', KEYS[1], id)
-local meta = cjson.decode(redis.call('HGET', KEYS[2], id))
+local ok, meta = pcall(cjson.decode, redis.call('HGET', KEYS[2], id) or '')
+if not ok or type(meta) ~= 'table' or type(meta.p) ~= 'number' then meta = {p = 5, t = '', i = ''} end
 local body = redis.call('HGET', KEYS[3], id)
 redis.call('HDEL', KEYS[2], id)
 redis.call('HDEL', KEYS[3], id)

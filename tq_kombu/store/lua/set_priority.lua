@@ -11,7 +11,8 @@ if not score and not redis.call('ZSCORE', KEYS[2], id) and not redis.call('ZSCOR
 end
 local raw = redis.call('HGET', KEYS[4], id)
 if not raw then return 0 end
-local meta = cjson.decode(raw)
+local ok, meta = pcall(cjson.decode, raw)
+if not ok or type(meta) ~= 'table' then return 0 end -- corrupt: the next fetch buries it
 meta.p = priority
 redis.call('HSET', KEYS[4], id, cjson.encode(meta))
 if score then

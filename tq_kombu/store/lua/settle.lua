@@ -2,8 +2,8 @@
 -- caller's lease token is still the message's current lease.
 -- KEYS[1] ready, KEYS[2] inflight, KEYS[3] dead, KEYS[4] meta, KEYS[5] bodies,
 -- KEYS[6] seq, KEYS[7] marker
--- ARGV[1] action: "ack" (delete), "release" (ready, delivery not counted),
---         "requeue" (ready, delivery counted) or "bury" (dead)
+-- ARGV[1] action: "ack" (delete), "release" or "requeue" (ready; the delivery stays
+--         counted either way) or "bury" (dead)
 -- ARGV[2] id, ARGV[3] lease token, ARGV[4] dead reason, ARGV[5] dead detail,
 -- ARGV[6] sealed failure record (base64, may be empty), ARGV[7] worker hostname,
 -- ARGV[8] attempts or "" (bury)
@@ -12,7 +12,9 @@ local SEQ_SPAN = 17592186044416
 local action, id, token = ARGV[1], ARGV[2], ARGV[3]
 local raw = redis.call('HGET', KEYS[4], id)
 if not raw then return 0 end
-local meta = cjson.decode(raw)
+local ok, meta = pcall(cjson.decode, raw)
+-- unreadable metadata: left to expire; the next fetch sets it aside as corrupt
+if not ok or type(meta) ~= 'table' then return 0 end
 if meta.l ~= token or not redis.call('ZSCORE', KEYS[2], id) then return 0 end
 redis.call('ZREM', KEYS[2], id)
 
@@ -34,9 +36,8 @@ if action == 'bury' then
   meta.d = now
   redis.call('ZADD', KEYS[3], now, id)
 else
-  if action == 'release' then meta.n = math.max((meta.n or 1) - 1, 0) end
   local seq = redis.call('INCR', KEYS[6])
-  redis.call('ZADD', KEYS[1], string.format('%.0f', (255 - meta.p) * SEQ_SPAN + seq), id)
+  redis.call('ZADD', KEYS[1], string.format('%.0f', (255 - (tonumber(meta.p) or 0)) * SEQ_SPAN + seq), id)
   redis.call('ZADD', KEYS[7], 0, 'm')
 end
 redis.call('HSET', KEYS[4], id, cjson.encode(meta))
