@@ -33,9 +33,13 @@ def free_port() -> int:
 class RedisServer:
     """A private redis-server on a free loopback port, owned by one test or session."""
 
-    def __init__(self, directory: Path, appendonly: bool = False) -> None:
+    def __init__(
+        self, directory: Path, appendonly: bool = False, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
         self.appendonly = appendonly
+        #: More redis-server options, e.g. ("--enable-debug-command", "local").
+        self.extra_args = extra_args
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -65,6 +69,7 @@ class RedisServer:
             "yes" if self.appendonly else "no",
             "--appendfsync",
             "always",
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

@@ -1,7 +1,6 @@
-"""LeaseKeeper: renews the leases a process holds, from a thread of its own.
-
-A thread (not the event loop) does it so that a solo-pool task keeping the main
-thread busy for minutes still keeps its message leased.
+"""LeaseKeeper: periodic work from a thread of its own (keeping queues alive), and the
+fallback renewal of leases where the companion renewer process cannot run (see
+:mod:`tq_kombu.renewer`: a thread is starved by a task that holds the GIL).
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ class LeaseKeeper:
         self.lease_seconds = lease_seconds
         self.interval_seconds = max(lease_seconds / 3, 0.05)
         self._held: dict[Lease, None] = {}
+        #: Held leases being settled: losing one races an ack and is not worth a warning.
+        self._settling: set[Lease] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -35,9 +36,15 @@ class LeaseKeeper:
         if self._thread is None:
             self.start()
 
+    def settling(self, lease: Lease) -> None:
+        with self._lock:
+            if lease in self._held:
+                self._settling.add(lease)
+
     def drop(self, lease: Lease) -> None:
         with self._lock:
             self._held.pop(lease, None)
+            self._settling.discard(lease)
 
     def held(self) -> list[Lease]:
         with self._lock:
@@ -65,6 +72,11 @@ class LeaseKeeper:
         leases = self.held()
         if leases:
             for lease in self.store.renew(leases, self.lease_seconds):
+                with self._lock:
+                    quiet = lease not in self._held or lease in self._settling
+                if quiet:  # acknowledged (or being settled) while the renewal was in flight
+                    self.drop(lease)
+                    continue
                 logger.warning(
                     "tq: lost the lease of message %s in queue %r (it expired and was handed "
                     "to another consumer); raise lease_seconds if the worker was stalled",

@@ -23,6 +23,7 @@ from . import options as tq_options
 from .envelope import Envelope, EnvelopeError, envelope_from_settings
 from .errors import StoreError, StoreUnavailable
 from .eventloop import DrainWait, EventLoopConsumer
+from .held import HeldLeases, held_leases
 from .lease import LeaseKeeper
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
 from .queue_lifetime import (
@@ -77,26 +78,32 @@ class QoS(virtual.QoS):
     def ack(self, delivery_tag: str) -> None:
         self.channel.settle(delivery_tag, "ack")
         super().ack(delivery_tag)
-        self.channel.connection.credit_returned()
+        self._credit_returned()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         self.channel.settle(delivery_tag, "requeue" if requeue else "reject")
         self._quick_ack(delivery_tag)
-        self.channel.connection.credit_returned()
+        self._credit_returned()
+
+    def _credit_returned(self) -> None:
+        connection = self.channel.connection
+        if connection is not None:  # None: a channel closed with its lost connection
+            connection.credit_returned()
 
     def restore_unacked(self) -> list[tuple[BaseException, Any]]:
-        """Give back every message held but not acknowledged (warm shutdown, close)."""
+        """Give back every message held but not acknowledged (warm shutdown, close).
+        After a lost connection, a message stays held while the worker references it
+        (a running task acks it later) and is released once the worker drops it."""
         self._flush()
         errors: list[tuple[BaseException, Any]] = []
+        lost = self.channel.connection_lost
         while self._delivered:
             tag, message = self._delivered.popitem()
+            if lost:
+                self.channel.held.orphan(tag, message)
+                continue
             try:
                 self.channel.settle(tag, "release")
-            except StoreUnavailable:
-                logger.warning(
-                    "tq: store unreachable; message %s returns to its queue when its lease expires",
-                    tag,
-                )
             except BaseException as exc:  # noqa: BLE001 - reported by kombu's caller
                 errors.append((exc, message))
         return errors
@@ -145,6 +152,10 @@ class Channel(virtual.Channel):
         self.maybe_more = True
         #: When a delayed message comes due or a lease expires (Unix time).
         self.next_due: float | None = None
+        #: The process's leases in this store: settles work after the connection is gone.
+        self.held: HeldLeases = connection.held
+        #: Set when kombu collects the connection after losing it (see Transport._collect).
+        self.connection_lost = False
 
     @property
     def store(self) -> Store:
@@ -305,18 +316,31 @@ class Channel(virtual.Channel):
         dues = [result.next_due for result in results if result.next_due is not None]
         self.next_due = min(dues) if dues else None
         delivered = 0
-        for result in results:
-            for delivery in result.deliveries:
+        undelivered = [delivery for result in results for delivery in result.deliveries]
+        try:
+            while undelivered:
+                delivery = undelivered.pop(0)
                 message = self._open(delivery)
-                if message is not None:
-                    self.connection._deliver(message, delivery.lease.queue)
-                    delivered += 1
+                if message is None:
+                    self.held.forget(delivery.lease)
+                    continue
+                self.connection._deliver(message, delivery.lease.queue)
+                delivered += 1
+        finally:
+            leased = [delivery.lease for delivery in undelivered if delivery.lease.token]
+            if leased:  # a delivery raised: give the rest of the batch back
+                self.held.release_unsettled(leased)
         return delivered
 
     def _fetch(self, queues: list[str], wanted: int) -> FetchResult:
-        return self.store.fetch(
+        """Fetch, holding every lease taken at once: the whole batch is renewed from
+        here, however long the worker takes to get to its last message."""
+        result = self.store.fetch(
             queues, wanted, self.consumer_id, self.lease_seconds, self.max_deliveries
         )
+        for delivery in result.deliveries:
+            self.held.hold(delivery.lease, self.lease_seconds)
+        return result
 
     def _open(self, delivery: Delivery) -> dict[str, Any] | None:
         """The kombu message of a delivery, leased to this channel; None if unreadable."""
@@ -370,37 +394,14 @@ class Channel(virtual.Channel):
             message = self._open(delivery)
             if message is not None:
                 return message
+            self.held.forget(delivery.lease)
         raise Empty()
 
     def settle(self, delivery_tag: str, action: str) -> None:
-        """Finish a delivery in the store: ack, requeue, reject (dead) or release."""
-        lease = self.connection.unhold(delivery_tag)
-        if lease is None:
-            return
-        if action == "ack":
-            settled = self.store.ack(lease)
-        elif action == "requeue":
-            settled = self.store.requeue(lease)
-        elif action == "reject":
-            dead = DeadLetter(DeadReason.REJECTED, "rejected by the consumer", hostname=HOSTNAME)
-            settled = self.store.bury(lease, dead)
-        else:
-            settled = self.store.release(lease)
-        if not settled and action != "release":
-            info = self.store.info(lease.queue, lease.message_id)
-            if info is not None and info.state == State.DEAD:
-                # set aside by the extension while held (a task that failed for good)
-                logger.debug(
-                    "tq: message %s was set aside as dead before its %s", lease.message_id, action
-                )
-                return
-            logger.warning(
-                "tq: could not %s message %s in queue %r: its lease had expired and it was "
-                "handed out again (raise lease_seconds if workers stall)",
-                action,
-                lease.message_id,
-                lease.queue,
-            )
+        """Finish a delivery in the store: ack, requeue, reject (dead) or release. Works
+        on a channel whose connection is gone (by lease token, through a live store) and
+        never fails because the store is unreachable (retried while the lease holds)."""
+        self.held.settle(delivery_tag, action)
 
 
 TQChannel = Channel  # the name Channel is taken inside Transport by kombu's convention
@@ -432,7 +433,12 @@ class Transport(virtual.Transport):
         #: Every tq option, checked, defaults filled in (see tq_kombu.options).
         self.settings = tq_options.settings(client.transport_options)
         self.envelope: Envelope = envelope_from_settings(self.settings)
-        self.store = open_store(url, **self._store_options(client, self.settings))
+        store_options = self._store_options(client, self.settings)
+        self.store = open_store(url, **store_options)
+        #: The leases this process holds in the store, shared with the transports that
+        #: replace this one after a lost connection (see tq_kombu.held).
+        self.held: HeldLeases = held_leases(url, store_options, self.store)
+        self.lease_seconds = float(self.settings["lease_seconds"])
         self.driver_type = self.store.driver_type
         self.lease_keeper = LeaseKeeper(self.store, float(self.settings["lease_seconds"]))
         self.queue_keeper = QueueKeeper(
@@ -441,8 +447,6 @@ class Transport(virtual.Transport):
             float(self.settings["queue_sweep_interval_seconds"]),
         )
         self.lease_keeper.periodic.append(self.queue_keeper.refresh)
-        #: Leases of the messages this process holds, by kombu delivery tag.
-        self._leases: dict[str, Lease] = {}
         self._event_loop: EventLoopConsumer[TQChannel] | None = None
         self._drain_wait: DrainWait[TQChannel] | None = None
 
@@ -480,6 +484,14 @@ class Transport(virtual.Transport):
             self._drain_wait.close()
             self._drain_wait = None
         self.store.close()
+        self.held.retire_if_idle()
+
+    def _collect(self, connection: Any) -> None:
+        """kombu's clean-up after a lost connection (Celery then reconnects): close the
+        channels without giving back what the worker is still running."""
+        for channel in [*self._avail_channels, *self.channels]:
+            channel.connection_lost = True
+        self.close_connection(connection)
 
     # -- delivery --------------------------------------------------------------
     def _deliver(self, message: Any, queue: str) -> None:
@@ -512,14 +524,11 @@ class Transport(virtual.Transport):
 
     # -- leases of delivered messages ----------------------------------------
     def hold(self, delivery_tag: str, lease: Lease) -> None:
-        self._leases[delivery_tag] = lease
-        self.lease_keeper.hold(lease)
+        self.held.hold(lease, self.lease_seconds, delivery_tag)
 
     def unhold(self, delivery_tag: str) -> Lease | None:
-        lease = self._leases.pop(delivery_tag, None)
-        if lease is not None:
-            self.lease_keeper.drop(lease)
-        return lease
+        """Stop holding a delivery, to settle it here; its lease, if it was held."""
+        return self.held.take(delivery_tag)
 
     # -- queues with a lifetime, kept (with their bindings) while consumed ----
     def keep_queue(self, queue: str, lifetime: QueueLifetime) -> None:

@@ -83,6 +83,11 @@ REDIS_OPTIONS = (
     "username",
 )
 
+#: Error replies of a server that is restarting, failing over or busy: worth a retry.
+TRANSIENT_REPLIES = frozenset(
+    ["LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"]
+)
+
 
 def _load_script(name: str) -> str:
     return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
@@ -96,6 +101,9 @@ def _translated() -> Iterator[None]:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
     except redis.RedisError as exc:
+        if str(exc).split(" ", 1)[0].upper() in TRANSIENT_REPLIES:
+            # a restart, failover or slow script: the worker reconnects and tries again
+            raise StoreUnavailable(f"Redis is not serving right now: {exc}") from exc
         raise StoreError(f"Redis refused a tq operation: {exc}") from exc
 
 

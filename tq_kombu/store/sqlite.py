@@ -26,7 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigurationError, StoreError
+from ..errors import ConfigurationError, StoreError, StoreUnavailable
 from ..options import check_option, names
 from ..priority import normalize_priority
 from ..urls import sqlite_path
@@ -399,7 +399,11 @@ class SQLiteStore(Store):
             hint = "check free space and the health of the disk holding the database"
         else:
             hint = "see the SQLite error for the cause"
-        return StoreError(f"SQLite store {self.path}: {action} failed: {text}; {hint}")
+        message = f"SQLite store {self.path}: {action} failed: {text}; {hint}"
+        if "locked" in lowered or "busy" in lowered or "unable to open" in lowered:
+            # passing trouble: the worker reconnects and tries again instead of dying
+            return StoreUnavailable(message)
+        return StoreError(message)
 
     @contextmanager
     def _read(self, action: str) -> Iterator[sqlite3.Connection]:

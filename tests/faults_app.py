@@ -1,0 +1,54 @@
+"""The Celery app of the fault-injection suite (tests/test_faults.py).
+
+Configured from the environment: TQ_BROKER_URL, TQ_LEASE_SECONDS, TQ_PREFETCH (the
+prefetch multiplier), TQ_JOURNAL (the file every task run is recorded in, independently
+of the broker) and TQ_WORKER (the name of the worker, recorded with each run).
+Every task is acks_late, so a run cut short by a kill is redelivered.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import time
+
+from celery import Celery
+
+import tq_kombu  # noqa: F401
+
+app = Celery("faults_app")
+app.conf.update(
+    broker_url=os.environ.get("TQ_BROKER_URL", "tq+sqlite:///faults.sqlite3"),
+    broker_transport_options={"lease_seconds": float(os.environ.get("TQ_LEASE_SECONDS", "30"))},
+    broker_connection_retry_on_startup=True,
+    worker_prefetch_multiplier=int(os.environ.get("TQ_PREFETCH", "1")),
+    task_acks_late=True,
+)
+
+
+def record(event: str, label: str) -> None:
+    """Append ``event label worker`` to the journal (one short O_APPEND write)."""
+    line = f"{event} {label} {os.environ.get('TQ_WORKER', '?')}\n"
+    with open(os.environ["TQ_JOURNAL"], "a", encoding="utf-8") as journal:
+        journal.write(line)
+
+
+@app.task
+def work(label: str, seconds: float = 0.0) -> str:
+    """Sleep (releasing the GIL) for ``seconds``, recording the start and the end."""
+    record("start", label)
+    time.sleep(seconds)
+    record("done", label)
+    return label
+
+
+@app.task
+def hog(label: str, seconds: float) -> str:
+    """Hold the GIL for ``seconds``: a C call made through ctypes.PyDLL keeps it held,
+    as a regular expression backtracking or a GIL-holding C extension would."""
+    record("start", label)
+    libc = ctypes.PyDLL(ctypes.util.find_library("c"))
+    libc.usleep(int(seconds * 1_000_000))
+    record("done", label)
+    return label

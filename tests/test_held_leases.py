@@ -1,0 +1,220 @@
+"""Leases outlive connections and busy consumers: quick regressions of the fault suite
+(tests/test_faults.py), with real kombu consumers on both stores.
+
+- a message delivered on a connection that was then lost is acked through the dead
+  channel (as a running task does after the worker reconnected), or given back once the
+  consumer drops it;
+- every message of a fetched batch stays leased while the consumer is busy with the first,
+  even when that first one holds the GIL;
+- an ack the store could not take is retried when the store is back;
+- a renewal racing an ack does not warn that the lease was lost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Connection, Consumer, Producer, Queue
+
+import tq_kombu  # noqa: F401  (registers tq+)
+from tq_kombu.renewer import RenewLoop
+from tq_kombu.store import Store, open_store
+from tq_kombu.store.base import NewMessage, QueueCounts
+
+from .conftest import RedisServer
+from .workers import wait_for
+
+QUEUE = Queue("held", routing_key="held")
+LEASE_SECONDS = 1.0
+EMPTY = QueueCounts()
+
+
+def publish(conn: Connection, *bodies: Any) -> None:
+    channel = conn.channel()
+    QUEUE(channel).declare()
+    producer = Producer(channel, routing_key=QUEUE.routing_key)
+    for body in bodies:
+        producer.publish(body, serializer="json")
+
+
+def counts(store_url: str) -> QueueCounts:
+    store = open_store(store_url)
+    try:
+        return store.counts(QUEUE.name)
+    finally:
+        store.close()
+
+
+def thief_fetch(store_url: str) -> int:
+    """How many messages another consumer can take from the queue now (expired leases
+    included): 0 while every lease is renewed."""
+    store = open_store(store_url)
+    try:
+        return len(store.fetch([QUEUE.name], 10, "thief", 60, 5).deliveries)
+    finally:
+        store.close()
+
+
+def hold_the_gil(seconds: float) -> None:
+    """Sleep in C without releasing the GIL (ctypes.PyDLL keeps it held during the call)."""
+    libc = ctypes.PyDLL(ctypes.util.find_library("c"))
+    libc.usleep(int(seconds * 1_000_000))
+
+
+@pytest.fixture
+def connection(store_url: str) -> Iterator[Connection]:
+    options = {"lease_seconds": LEASE_SECONDS}
+    with Connection(f"tq+{store_url}", transport_options=options) as conn:
+        yield conn
+
+
+def consume_one(conn: Connection) -> Any:
+    got: list[Any] = []
+    consumer = Consumer(conn.channel(), [QUEUE], callbacks=[lambda body, m: got.append(m)])
+    consumer.consume()
+    conn.drain_events(timeout=5)
+    assert len(got) == 1
+    return got[0]
+
+
+def test_a_message_is_acked_through_its_channel_after_the_connection_was_lost(
+    connection: Connection, store_url: str
+) -> None:
+    # Given a message delivered and not yet acked (a running task)
+    publish(connection, {"n": 1})
+    message = consume_one(connection)
+    # When kombu collects the connection as Celery does after losing it
+    connection.collect()
+    # Then the message stays leased (renewed: nobody else can take it) past its lease
+    time.sleep(2 * LEASE_SECONDS)  # sampling point: a lease left alone would have expired
+    assert counts(store_url) == QueueCounts(inflight=1)
+    assert thief_fetch(store_url) == 0
+    # and the task's ack through the dead channel settles it
+    message.ack()
+    assert counts(store_url) == EMPTY
+
+
+def test_a_message_dropped_after_a_lost_connection_returns_to_its_queue(
+    connection: Connection, store_url: str
+) -> None:
+    # Given a message delivered and not acked, then the connection is lost
+    publish(connection, {"n": 1})
+    message = consume_one(connection)
+    connection.collect()
+    assert counts(store_url) == QueueCounts(inflight=1)
+    # When the consumer drops it (Celery forgets requests it had not started)
+    del message
+    gc.collect()
+    # Then it is given back at once, not when its lease would run out
+    wait_for(lambda: counts(store_url) == QueueCounts(ready=1), 3, "the message to be released")
+
+
+def test_a_fetched_batch_stays_leased_while_the_first_message_holds_the_gil(
+    connection: Connection, store_url: str
+) -> None:
+    # Given three messages fetched in one batch (prefetch 3)
+    publish(connection, {"n": 0}, {"n": 1}, {"n": 2})
+    seen: list[int] = []
+    stolen: list[int] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        if not seen:
+            # When the consumer spends 3 leases on the first, holding the GIL throughout
+            hold_the_gil(3 * LEASE_SECONDS)
+            # Then no lease of the batch expired: another consumer finds nothing to take
+            stolen.append(thief_fetch(store_url))
+        seen.append(body["n"])
+        message.ack()
+
+    channel = connection.channel()
+    channel.basic_qos(0, 3, False)
+    with Consumer(channel, [QUEUE], callbacks=[on_message]):
+        deadline = time.monotonic() + 20
+        while len(seen) < 3 and time.monotonic() < deadline:
+            connection.drain_events(timeout=5)
+    assert stolen == [0]
+    assert sorted(seen) == [0, 1, 2]
+    assert counts(store_url) == EMPTY
+
+
+def test_an_ack_made_while_redis_is_down_goes_through_once_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a Redis that keeps its data across a restart, and a delivered message
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    try:
+        url = server.url
+        with Connection(f"tq+{url}", transport_options={"lease_seconds": 4}) as conn:
+            publish(conn, {"n": 1})
+            message = consume_one(conn)
+            # When Redis stops and the task acks meanwhile
+            server.stop()
+            with caplog.at_level(logging.WARNING, logger="tq_kombu.held"):
+                message.ack()  # does not raise: the ack waits for the store
+            assert "retrying while its lease holds" in caplog.text
+            # Then the ack reaches Redis once it is back (same port, same data)
+            server.start()
+            wait_for(lambda: counts(url) == EMPTY, 10, "the retried ack to reach Redis")
+    finally:
+        server.stop()
+
+
+def message(store: Store, message_id: str) -> None:
+    store.enqueue(QUEUE.name, NewMessage(message_id, b"payload", 5))
+
+
+def test_a_renewal_racing_an_ack_does_not_warn_of_a_lost_lease(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a renewer holding two leases
+    message(store, "acked")
+    message(store, "stolen")
+    acked, stolen = (d.lease for d in store.fetch([QUEUE.name], 2, "me", 30, 5).deliveries)
+    loop = RenewLoop(store)
+    for lease in (acked, stolen):
+        loop.apply(["hold", lease.queue, lease.message_id, lease.token, 30])
+    # When one is acked by its holder (which says it is settling it first) and the other
+    # is settled behind the renewer's back (as if another consumer had taken it)
+    loop.apply(["settling", acked.queue, acked.message_id, acked.token])
+    assert store.ack(acked)
+    assert store.ack(stolen)
+    with caplog.at_level(logging.WARNING, logger="tq_kombu.renewer"):
+        loop.renew()
+    # Then only the stolen one is reported lost, and neither is held any more
+    warnings = [r.getMessage() for r in caplog.records if "lost the lease" in r.getMessage()]
+    assert len(warnings) == 1 and "stolen" in warnings[0]
+    assert loop.held == {}
+
+
+def test_an_ack_made_while_sqlite_is_locked_goes_through_once_it_is_free(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    options = {"lease_seconds": 4, "busy_timeout_seconds": 0.1}
+    with Connection(f"tq+{url}", transport_options=options) as conn:
+        # Given a delivered message, and another process holding the database's write lock
+        publish(conn, {"n": 1})
+        message = consume_one(conn)
+        locker = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            # When the task acks meanwhile, it does not fail
+            with caplog.at_level(logging.WARNING, logger="tq_kombu.held"):
+                message.ack()
+            assert "retrying while its lease holds" in caplog.text
+        finally:
+            # Then the ack is retried and goes through once the lock is released
+            locker.execute("COMMIT")
+            locker.close()
+        wait_for(lambda: counts(url) == EMPTY, 10, "the retried ack to reach the database")
