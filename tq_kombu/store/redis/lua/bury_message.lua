@@ -17,11 +17,13 @@
 --@include "dead"
 --@include "tasks"
 --@include "retention"
+--@include "layout"
 local Q = queue_keys(1)
 local now = now_ms()
 local id = ARGV[1]
 local function number_or_nil(value) if value == '' then return nil end return tonumber(value) end
 
+mark_layout(Q)
 local before = 'stored'
 local meta
 local raw = redis.call('HGET', Q.meta, id)

@@ -11,10 +11,12 @@
 --@include "ready"
 --@include "marker"
 --@include "tasks"
+--@include "layout"
 local Q = queue_keys(1)
 local now = now_ms()
 local id = ARGV[1]
 if redis.call('HEXISTS', Q.meta, id) == 1 then return 'exists' end
+mark_layout(Q)
 local meta = {p = tonumber(ARGV[3]), n = 0, t = ARGV[6], i = ARGV[7], c = now}
 if ARGV[4] ~= '' then meta.e = tonumber(ARGV[4]) end
 

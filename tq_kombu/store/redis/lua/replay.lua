@@ -11,11 +11,13 @@
 --@include "ready"
 --@include "marker"
 --@include "forget"
+--@include "layout"
 local S, T = queue_keys(1), queue_keys(QUEUE_KEY_COUNT + 1)
 local id = ARGV[1]
 if not redis.call('ZSCORE', S.dead, id) then return 0 end
 if T.meta ~= S.meta and redis.call('HEXISTS', T.meta, id) == 1 then return 0 end
 redis.call('ZREM', S.dead, id)
+mark_layout(T)
 local meta = decode_meta(redis.call('HGET', S.meta, id))
 local body = redis.call('HGET', S.bodies, id)
 forget(S, id, meta)

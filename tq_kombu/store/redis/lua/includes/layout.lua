@@ -28,7 +28,7 @@ local function ensure_layout(Q)
   end)
   local cursor = '0'
   repeat
-    local page = redis.call('HSCAN', Q.meta, cursor, 'COUNT', 1000)
+    local page = redis.call('HSCAN', Q.meta, cursor, 'COUNT', BATCH)
     cursor = page[1]
     for j = 1, #page[2], 2 do
       local meta = decode_meta(page[2][j + 1])
@@ -38,4 +38,12 @@ local function ensure_layout(Q)
     end
   until cursor == '0'
   redis.call('HSET', Q.counts, 'v', '@LAYOUT_VERSION@')
+end
+
+-- mark_layout(Q): a queue that holds nothing yet starts in the current layout (called
+-- before a message is added, so readers never rebuild a queue this tq version created).
+local function mark_layout(Q)
+  if redis.call('EXISTS', Q.counts) == 0 and redis.call('HLEN', Q.meta) == 0 then
+    redis.call('HSET', Q.counts, 'v', '@LAYOUT_VERSION@')
+  end
 end

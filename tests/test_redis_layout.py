@@ -1,0 +1,187 @@
+"""The Redis store's layout: key names, the Lua loader, counts kept by the scripts, and
+queues written by an earlier tq (no kept counts, ages or task index) upgraded lazily."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from importlib import resources
+
+import pytest
+import redis
+
+from tq_kombu.errors import StoreError
+from tq_kombu.store.base import DeadLetter, DeadReason, NewMessage, State
+from tq_kombu.store.redis import RedisStore, scripts
+from tq_kombu.store.redis.keys import QUEUE_KEYS, SCORE_SPAN, KeyNames
+from tq_kombu.store.redis.scripts import CONSTANTS, script_source
+
+LONG_LEASE = 60.0
+LUA = resources.files("tq_kombu.store.redis").joinpath("lua")
+COMMANDS = sorted(p.name[:-4] for p in LUA.iterdir() if p.name.endswith(".lua"))
+INCLUDES = sorted(p.name[:-4] for p in LUA.joinpath("includes").iterdir())
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisStore]:
+    opened = RedisStore.from_url(redis_url)
+    yield opened
+    opened.close()
+
+
+def message(message_id: str, priority: int = 5, task_id: str = "") -> NewMessage:
+    return NewMessage(message_id, b"body", priority, task_name="t", task_id=task_id)
+
+
+def kept_counts(store: RedisStore, queue: str) -> dict[int, int]:
+    raw = store.client.hgetall(store.keys_of(queue)["counts"])
+    return {int(k): int(v) for k, v in raw.items() if k != b"v"}
+
+
+def counted_from_scores(store: RedisStore, queue: str) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for _, score in store.client.zrange(store.keys_of(queue)["ready"], 0, -1, withscores=True):
+        priority = 255 - int(score) // SCORE_SPAN
+        counts[priority] = counts.get(priority, 0) + 1
+    return counts
+
+
+# -- keys ----------------------------------------------------------------------
+def test_every_key_of_a_queue_shares_one_hash_tag_and_global_keys_use_the_encoded_prefix() -> (
+    None
+):
+    names = KeyNames("tq:staging")
+    assert set(names.queue("emails")) == set(QUEUE_KEYS)
+    assert all(key.startswith("{tq%3Astaging:emails}:") for key in names.group("emails"))
+    assert names.expiring_queues == "tq%3Astaging:expiring-queues"
+    assert names.workers == "tq%3Astaging:workers"
+    assert names.bindings("celery") == "tq%3Astaging:bindings:celery"
+    assert names.queue_of_meta_key("{tq%3Astaging:a:b}:meta") == "a:b"
+    assert names.queue_of_meta_key("{tq%3Astaging:a}:ready") is None
+
+
+# -- the Lua loader --------------------------------------------------------------
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_command_starts_with_a_header_naming_its_keys_arguments_and_reply(name: str) -> None:
+    source = LUA.joinpath(f"{name}.lua").read_text()
+    header = source.split("\n--@include", 1)[0]
+    assert header.startswith(f"-- {name}: ")
+    assert "KEYS" in header and "Returns" in header
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_a_built_command_holds_each_include_once_and_no_placeholder(name: str) -> None:
+    built = script_source(name)
+    assert "@include" not in built
+    assert not re.search(r"@[A-Z_]+@", built)
+    defined = re.findall(r"^local function (\w+)", built, flags=re.M)
+    assert len(defined) == len(set(defined)), "an include was inlined twice"
+
+
+def test_constants_shared_with_python_are_written_in_python_only() -> None:
+    for name in COMMANDS + [f"includes/{n}" for n in INCLUDES]:
+        source = LUA.joinpath(f"{name}.lua").read_text()
+        for value in (SCORE_SPAN, CONSTANTS["PROMOTE_LIMIT"], CONSTANTS["SKIP_SCAN_LIMIT"]):
+            assert not re.search(rf"\b{value}\b", source), f"{name}.lua repeats {value}"
+    fetch = script_source("fetch")
+    assert f"local SCORE_SPAN = {SCORE_SPAN}" in fetch
+    assert f"local QUEUE_KEY_COUNT = {len(QUEUE_KEYS)}" in fetch
+
+
+def test_an_unknown_include_or_constant_or_a_cycle_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sources = {
+        "broken.lua": '--@include "nowhere"',
+        "includes/nowhere.lua": "return @NO_SUCH@",
+        "cycle.lua": '--@include "a"',
+        "includes/a.lua": '--@include "b"',
+        "includes/b.lua": '--@include "a"',
+    }
+
+    def read(path: str) -> str:
+        return sources[path]
+
+    monkeypatch.setattr(scripts, "_read", read)
+    with pytest.raises(StoreError, match="@NO_SUCH@"):
+        script_source("broken")
+    with pytest.raises(StoreError, match="cycle .*a -> b -> a"):
+        script_source("cycle")
+
+
+# -- counts kept by the scripts --------------------------------------------------
+def test_ready_counts_follow_every_move_in_and_out_of_ready(store: RedisStore) -> None:
+    for i, priority in enumerate([1, 5, 5, 10, 10, 10]):
+        store.enqueue("q", message(f"m{i}", priority))
+    first, second = store.fetch(["q"], 2, "c", LONG_LEASE, 5).deliveries  # both 10s
+    assert store.requeue(first.lease)
+    assert store.bury(second.lease, DeadLetter(DeadReason.FAILED, "boom"))
+    assert store.set_priority("q", "m1", 200)
+    assert store.cancel("q", "m0")
+    assert store.replay("q", second.lease.message_id, priority=1)
+    assert kept_counts(store, "q") == counted_from_scores(store, "q") == {200: 1, 5: 1, 10: 2, 1: 1}
+    assert {p: n for p, (n, _) in store.ready_levels("q").items()} == kept_counts(store, "q")
+    assert store.purge("q", State.READY) == 5
+    assert kept_counts(store, "q") == {} and store.ready_levels("q") == {}
+
+
+def test_ready_levels_read_no_message_metadata(store: RedisStore) -> None:
+    # Given a ready message whose metadata record was destroyed
+    before = time.time()
+    store.enqueue("q", message("m", 7))
+    store.client.hset(store.keys_of("q")["meta"], "m", b"{not json")
+    # Then its level and first-seen time still come from the kept counts and ages
+    [(count, oldest)] = store.ready_levels("q").values()
+    assert count == 1 and oldest is not None and before - 1 <= oldest <= time.time() + 1
+
+
+# -- queues written by an earlier tq --------------------------------------------------
+def write_former_layout(client: redis.Redis, queue: str) -> float:
+    """A queue as tq wrote it before kept counts: ready scores, metadata, payloads.
+    Returns the first-seen time (seconds) of its oldest ready message."""
+    tag = "{tq:" + queue + "}"
+    created_ms = int(time.time() * 1000) - 60_000
+    ready = [("a", 10, created_ms + 5), ("b", 10, created_ms), ("c", 3, created_ms + 9)]
+    for seq, (message_id, priority, created) in enumerate(ready, start=1):
+        meta = {"p": priority, "n": 0, "t": "t", "i": f"task-{message_id}", "c": created}
+        client.zadd(f"{tag}:ready", {message_id: (255 - priority) * SCORE_SPAN + seq})
+        client.hset(f"{tag}:meta", message_id, json.dumps(meta))
+        client.hset(f"{tag}:bodies", message_id, b"body")
+    dead = {"p": 5, "n": 1, "t": "t", "i": "task-d", "c": created_ms, "r": "failed", "d": 1}
+    client.zadd(f"{tag}:dead", {"d": created_ms})
+    client.hset(f"{tag}:meta", "d", json.dumps(dead))
+    client.hset(f"{tag}:bodies", "d", b"body")
+    client.set(f"{tag}:seq", 3)
+    return created_ms / 1000
+
+
+def test_a_queue_of_the_former_layout_gets_its_counts_and_task_index_rebuilt_on_first_read(
+    store: RedisStore,
+) -> None:
+    # Given a queue written by an earlier tq, and a message published by this one since
+    oldest = write_former_layout(store.client, "legacy")
+    store.enqueue("legacy", message("e", 10, task_id="task-e"))
+    # When it is inspected
+    levels = store.ready_levels("legacy")
+    # Then counts, oldest arrivals and the task index cover every message
+    assert {p: n for p, (n, _) in levels.items()} == {10: 3, 3: 1}
+    assert levels[10][1] == pytest.approx(oldest, abs=0.002)
+    for task_id, state in [("task-a", State.READY), ("task-d", State.DEAD), ("task-e", State.READY)]:
+        found = store.find_task("legacy", task_id)
+        assert found is not None and found.state == state
+    # And stay right as messages move on
+    deliveries = store.fetch(["legacy"], 2, "c", LONG_LEASE, 5).deliveries
+    assert [d.lease.message_id for d in deliveries] == ["a", "b"]
+    for delivery in deliveries:
+        assert store.ack(delivery.lease)
+    assert {p: n for p, (n, _) in store.ready_levels("legacy").items()} == {10: 1, 3: 1}
+    assert store.find_task("legacy", "task-a") is None
+
+
+def test_a_queue_created_by_this_version_is_never_rebuilt(store: RedisStore) -> None:
+    store.enqueue("fresh", message("m", task_id="task-m"))
+    assert store.client.hget(store.keys_of("fresh")["counts"], "v") == b"%d" % (
+        CONSTANTS["LAYOUT_VERSION"]
+    )
