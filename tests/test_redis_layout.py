@@ -49,9 +49,7 @@ def counted_from_scores(store: RedisStore, queue: str) -> dict[int, int]:
 
 
 # -- keys ----------------------------------------------------------------------
-def test_every_key_of_a_queue_shares_one_hash_tag_and_global_keys_use_the_encoded_prefix() -> (
-    None
-):
+def test_queue_keys_share_one_hash_tag_and_global_keys_use_the_encoded_prefix() -> None:
     names = KeyNames("tq:staging")
     assert set(names.queue("emails")) == set(QUEUE_KEYS)
     assert all(key.startswith("{tq%3Astaging:emails}:") for key in names.group("emails"))
@@ -171,7 +169,11 @@ def test_a_queue_of_the_former_layout_gets_its_counts_and_task_index_rebuilt_on_
     # Then counts, oldest arrivals and the task index cover every message
     assert {p: n for p, (n, _) in levels.items()} == {10: 3, 3: 1}
     assert levels[10][1] == pytest.approx(oldest, abs=0.002)
-    for task_id, state in [("task-a", State.READY), ("task-d", State.DEAD), ("task-e", State.READY)]:
+    for task_id, state in [
+        ("task-a", State.READY),
+        ("task-d", State.DEAD),
+        ("task-e", State.READY),
+    ]:
         found = store.find_task("legacy", task_id)
         assert found is not None and found.state == state
     # And stay right as messages move on
@@ -185,6 +187,7 @@ def test_a_queue_of_the_former_layout_gets_its_counts_and_task_index_rebuilt_on_
 
 def test_a_queue_created_by_this_version_is_never_rebuilt(store: RedisStore) -> None:
     store.enqueue("fresh", message("m", task_id="task-m"))
-    assert store.client.hget(store.keys_of("fresh")["counts"], "v") == b"%d" % (
-        CONSTANTS["LAYOUT_VERSION"]
+    assert (
+        store.client.hget(store.keys_of("fresh")["counts"], "v")
+        == b"%d" % (CONSTANTS["LAYOUT_VERSION"])
     )

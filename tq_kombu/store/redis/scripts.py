@@ -57,7 +57,7 @@ def _read(path: str) -> str:
         ) from None
 
 
-def _expand(text: str, where: str, done: set[str], stack: list[str]) -> list[str]:
+def _expand(text: str, done: set[str], stack: list[str]) -> list[str]:
     lines: list[str] = []
     for line in text.splitlines():
         match = _INCLUDE.match(line.strip())
@@ -71,10 +71,8 @@ def _expand(text: str, where: str, done: set[str], stack: list[str]) -> list[str
         if name in done:
             continue
         done.add(name)
-        source = (
-            _queue_keys_include() if name == "queue_keys" else _read(f"includes/{name}.lua")
-        )
-        lines += _expand(source, f"includes/{name}.lua", done, [*stack, name])
+        source = _queue_keys_include() if name == "queue_keys" else _read(f"includes/{name}.lua")
+        lines += _expand(source, done, [*stack, name])
     return lines
 
 
@@ -93,7 +91,7 @@ def _substitute(text: str, name: str) -> str:
 
 def script_source(name: str) -> str:
     """The full text of the command ``lua/<name>.lua``: includes inlined, constants set."""
-    lines = _expand(_read(f"{name}.lua"), f"{name}.lua", set(), [])
+    lines = _expand(_read(f"{name}.lua"), set(), [])
     return _substitute("\n".join(lines) + "\n", name)
 
 
