@@ -191,3 +191,9 @@ def test_a_queue_created_by_this_version_is_never_rebuilt(store: RedisStore) -> 
         store.client.hget(store.keys_of("fresh")["counts"], "v")
         == b"%d" % (CONSTANTS["LAYOUT_VERSION"])
     )
+
+
+def test_reading_a_queue_that_holds_nothing_leaves_no_key_behind(store: RedisStore) -> None:
+    assert store.ready_levels("nowhere") == {}
+    assert store.find_task("nowhere", "task-1") is None
+    assert store.client.keys("*") == []

@@ -9,6 +9,8 @@
 local function ensure_layout(Q)
   if redis.call('HGET', Q.counts, 'v') == '@LAYOUT_VERSION@' then return end
   redis.call('DEL', Q.counts, Q.ages, Q.tasks)
+  -- a queue that holds nothing needs no rebuild (and reading one creates no key)
+  if redis.call('HLEN', Q.meta) == 0 then return end
   local now = now_ms()
   local ready = redis.call('ZRANGE', Q.ready, 0, -1, 'WITHSCORES')
   local ids, scores = {}, {}
