@@ -3,6 +3,7 @@ queues written by an earlier tq (no kept counts, ages or task index) upgraded la
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -11,14 +12,24 @@ from importlib import resources
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from tq_kombu.errors import StoreError
-from tq_kombu.store.base import DeadLetter, DeadReason, NewMessage, State
+from tq_kombu.store.base import DeadLetter, DeadReason, Lease, NewMessage, State
 from tq_kombu.store.redis import RedisStore, scripts
 from tq_kombu.store.redis.keys import QUEUE_KEYS, SCORE_SPAN, KeyNames
 from tq_kombu.store.redis.scripts import CONSTANTS, script_source
 
 LONG_LEASE = 60.0
+QUEUES = ("alpha", "beta")
 LUA = resources.files("tq_kombu.store.redis").joinpath("lua")
 COMMANDS = sorted(p.name[:-4] for p in LUA.iterdir() if p.name.endswith(".lua"))
 INCLUDES = sorted(p.name[:-4] for p in LUA.joinpath("includes").iterdir())
@@ -197,3 +208,113 @@ def test_reading_a_queue_that_holds_nothing_leaves_no_key_behind(store: RedisSto
     assert store.ready_levels("nowhere") == {}
     assert store.find_task("nowhere", "task-1") is None
     assert store.client.keys("*") == []
+
+
+# -- kept structures agree with a recount under random operations ----------------------
+def recount(store: RedisStore, queue: str) -> tuple[dict[int, tuple[int, int]], dict[str, str]]:
+    """Levels ({priority: (count, oldest first-seen ms)}) and the task index as a scan of
+    the ready set and every metadata record would find them."""
+    keys = store.keys_of(queue)
+    metas = {k.decode(): json.loads(v) for k, v in store.client.hgetall(keys["meta"]).items()}
+    levels: dict[int, tuple[int, int]] = {}
+    for member, score in store.client.zrange(keys["ready"], 0, -1, withscores=True):
+        priority = 255 - int(score) // SCORE_SPAN
+        count, oldest = levels.get(priority, (0, metas[member.decode()]["c"]))
+        levels[priority] = (count + 1, min(oldest, metas[member.decode()]["c"]))
+    tasks = {meta["i"]: message_id for message_id, meta in metas.items() if meta.get("i")}
+    return levels, tasks
+
+
+class KeptStructuresAgreeWithARecount(RuleBasedStateMachine):
+    url = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = RedisStore.from_url(self.url)
+        self.store.client.flushdb()
+        self.ids = itertools.count(1)
+        self.held: list[Lease] = []
+
+    def teardown(self) -> None:
+        self.store.close()
+
+    @rule(priority=st.sampled_from([0, 5, 10, 255]), when=st.sampled_from(["now", "later"]))
+    def enqueue(self, priority: int, when: str) -> None:
+        number = next(self.ids)
+        eta = time.time() + 3600 if when == "later" else None
+        # every third message shares its task id with the one before (a retry)
+        task_id = f"task-{number - (number % 3 == 0)}"
+        self.store.enqueue(
+            QUEUES[number % 2],
+            NewMessage(f"m{number}", b"x", priority, eta=eta, task_name="t", task_id=task_id),
+        )
+
+    @rule(queue=st.sampled_from(QUEUES), count=st.integers(1, 3))
+    def fetch(self, queue: str, count: int) -> None:
+        self.held += [d.lease for d in self.store.fetch([queue], count, "c", 60, 3).deliveries]
+
+    @precondition(lambda self: self.held)
+    @rule(data=st.data(), action=st.sampled_from(["ack", "requeue", "release", "bury", "expire"]))
+    def settle(self, data: st.DataObject, action: str) -> None:
+        lease = self.held.pop(data.draw(st.integers(0, len(self.held) - 1)))
+        if action == "bury":
+            self.store.bury(lease, DeadLetter(DeadReason.FAILED, "boom"))
+        elif action == "expire":
+            self.store.renew([lease], 0.001)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # until the server's clock passes its end
+                self.store.fetch([lease.queue], 0, "c", 60, 3)
+                info = self.store.info(lease.queue, lease.message_id)
+                if info is None or info.state != State.INFLIGHT:
+                    break
+        else:
+            getattr(self.store, action)(lease)
+
+    @rule(data=st.data(), state=st.sampled_from(list(State)), queue=st.sampled_from(QUEUES))
+    def administer(self, data: st.DataObject, state: State, queue: str) -> None:
+        listed = self.store.list_messages(queue, state, 0, 50)
+        if not listed:
+            return
+        message_id = data.draw(st.sampled_from([info.message_id for info in listed]))
+        action = data.draw(st.sampled_from(["cancel", "set_priority", "replay", "release"]))
+        if action == "cancel":
+            self.store.cancel(queue, message_id)
+        elif action == "set_priority":
+            self.store.set_priority(queue, message_id, data.draw(st.sampled_from([1, 200])))
+        elif action == "replay":
+            self.store.replay(queue, message_id, to_queue=data.draw(st.sampled_from(QUEUES)))
+        else:
+            self.store.release_waiting(queue, message_id)
+
+    @rule(queue=st.sampled_from(QUEUES), state=st.sampled_from([State.READY, State.DEAD]))
+    def purge(self, queue: str, state: State) -> None:
+        self.store.purge(queue, state)
+
+    @invariant()
+    def kept_counts_ages_and_tasks_match_a_recount(self) -> None:
+        for queue in QUEUES:
+            levels, tasks = recount(self.store, queue)
+            kept = self.store.ready_levels(queue)
+            assert {p: (n, round(o * 1000)) for p, (n, o) in kept.items() if o} == levels
+            assert set(kept) == set(levels)
+            index = self.store.client.hgetall(self.store.keys_of(queue)["tasks"])
+            # every message is found by its task id; the index names no message it lacks
+            assert {k.decode() for k in index} == set(tasks)
+            for task_id, message_id in index.items():
+                meta = json.loads(
+                    self.store.client.hget(self.store.keys_of(queue)["meta"], message_id)
+                )
+                assert meta["i"] == task_id.decode()
+
+
+def test_kept_counts_ages_and_task_index_agree_with_a_recount(redis_url: str) -> None:
+    machine = type("Machine", (KeptStructuresAgreeWithARecount,), {"url": redis_url})
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
