@@ -22,13 +22,12 @@ from .client import REDIS_OPTIONS, connect
 from .dead_letters import RedisDeadLetters
 from .hot_path import RedisHotPath
 from .inspection import RedisInspection
-from .keys import OTHER_QUEUE_KEYS, QUEUE_KEYS, SCORE_SPAN, prefix_in_keys
+from .keys import QUEUE_KEYS, SCORE_SPAN, prefix_in_keys
 from .routing import RedisRouting
 from .waiting import SocketWaiter
 from .workers import RedisWorkers
 
 __all__ = [
-    "OTHER_QUEUE_KEYS",
     "QUEUE_KEYS",
     "REDIS_OPTIONS",
     "SCORE_SPAN",

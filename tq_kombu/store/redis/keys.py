@@ -19,7 +19,6 @@ from ...priority import MAX_PRIORITY
 from ..model import State
 
 __all__ = [
-    "OTHER_QUEUE_KEYS",
     "QUEUE_KEYS",
     "SCORE_SPAN",
     "STATE_KEYS",
@@ -53,8 +52,6 @@ QUEUE_KEYS = (
     "tasks",
     "exchanges",
 )
-#: Kept for importers of the former module: every queue key is now in QUEUE_KEYS.
-OTHER_QUEUE_KEYS: tuple[str, ...] = ()
 #: The sorted set holding a queue's messages in each state.
 STATE_KEYS = {
     State.READY: "ready",
