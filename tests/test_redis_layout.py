@@ -318,3 +318,43 @@ def test_kept_counts_ages_and_task_index_agree_with_a_recount(redis_url: str) ->
             suppress_health_check=list(HealthCheck),
         ),
     )
+
+
+# -- limits from the contract reach the scripts ------------------------------------------
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripts built from here on (stores register them on first use) promote 3
+    messages and look 2 deep per fetch."""
+    monkeypatch.setitem(CONSTANTS, "PROMOTE_LIMIT", 3)
+    monkeypatch.setitem(CONSTANTS, "SKIP_SCAN_LIMIT", 2)
+
+
+def test_one_fetch_promotes_at_most_the_promote_limit_per_queue(
+    small_limits: None, store: RedisStore
+) -> None:
+    # Given five delayed messages that have come due
+    due = time.time() + 0.2
+    for i in range(5):
+        store.enqueue("q", NewMessage(f"m{i}", b"x", 5, eta=due))
+    deadline = time.monotonic() + 5
+    while time.time() < due + 0.01 and time.monotonic() < deadline:
+        store.wait(["q"], 0.05)  # nothing wakes it: time has to pass
+    # When one fetch runs, then another
+    store.fetch(["q"], 0, "c", LONG_LEASE, 5)
+    first = store.counts("q")
+    store.fetch(["q"], 0, "c", LONG_LEASE, 5)
+    # Then the first promoted three and the second the rest
+    assert (first.ready, first.delayed) == (3, 2)
+    assert (store.counts("q").ready, store.counts("q").delayed) == (5, 0)
+
+
+def test_a_fetch_skipping_task_names_looks_no_deeper_than_the_skip_scan_limit(
+    small_limits: None, store: RedisStore
+) -> None:
+    for i in range(2):
+        store.enqueue("q", NewMessage(f"skip{i}", b"x", 5, task_name="skipped"))
+    store.enqueue("q", NewMessage("wanted", b"x", 5, task_name="wanted"))
+    assert store.fetch(["q"], 1, "c", LONG_LEASE, 5, ["skipped"]).deliveries == []
+    assert store.cancel("q", "skip0")
+    [delivery] = store.fetch(["q"], 1, "c", LONG_LEASE, 5, ["skipped"]).deliveries
+    assert delivery.lease.message_id == "wanted"
