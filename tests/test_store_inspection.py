@@ -100,37 +100,3 @@ def test_list_messages_gives_each_state_in_its_own_order(store: Store) -> None:
     assert listed("default", State.READY, offset=3) == []
     assert all(m.state is State.READY for m in store.list_messages("default", State.READY))
 
-
-def test_find_task_looks_a_message_up_by_its_celery_task_id_in_every_state(store: Store) -> None:
-    # Given messages of known task ids, one of them in each state
-    store.enqueue("q", message("ready", task_id="t-ready"))
-    store.enqueue("q", message("later", task_id="t-later", eta=time.time() + 600))
-    store.enqueue("q", message("held", task_id="t-held", waiting=True))
-    store.enqueue("q", message("leased", 200, task_id="t-leased"))
-    leased = only(fetch(store, ["q"]))
-    # Then each is found by its task id, with its state
-    found = {tid: store.find_task("q", tid) for tid in ("t-ready", "t-later", "t-held", "t-leased")}
-    assert {tid: (i.message_id, i.state) for tid, i in found.items() if i} == {
-        "t-ready": ("ready", State.READY),
-        "t-later": ("later", State.DELAYED),
-        "t-held": ("held", State.WAITING),
-        "t-leased": ("leased", State.INFLIGHT),
-    }
-    # And a dead one too, while an acknowledged, unknown or other queue's one is not
-    store.bury(leased.lease, DeadLetter(DeadReason.REJECTED))
-    dead = store.find_task("q", "t-leased")
-    assert dead is not None and dead.state == State.DEAD
-    assert store.find_task("q", "t-unknown") is None
-    assert store.find_task("other", "t-ready") is None
-    ready = only(fetch(store, ["q"]))
-    assert store.ack(ready.lease)
-    assert store.find_task("q", "t-ready") is None
-
-
-def test_find_task_follows_a_message_replayed_into_another_queue(store: Store) -> None:
-    store.enqueue("q", message("m", task_id="t-m"))
-    assert store.bury(only(fetch(store, ["q"])).lease, DeadLetter(DeadReason.REJECTED))
-    assert store.replay("q", "m", to_queue="elsewhere")
-    assert store.find_task("q", "t-m") is None
-    moved = store.find_task("elsewhere", "t-m")
-    assert moved is not None and (moved.message_id, moved.state) == ("m", State.READY)

@@ -3,18 +3,20 @@ connection whose socket the event loop watches (as BullMQ's workers block)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
-if TYPE_CHECKING:
-    from .redis import RedisStore
+from .client import translated
+
+__all__ = ["SocketWaiter"]
 
 
 class SocketWaiter:
     """One consumer's blocking wait: at most one BZPOPMIN in flight."""
 
-    def __init__(self, store: RedisStore) -> None:
-        self.store = store
+    def __init__(self, client: Any, marker_keys: Callable[[list[str]], list[str]]) -> None:
+        self._client = client
+        self._marker_keys = marker_keys
         self.connection: Any = None
         self._armed = False
 
@@ -27,12 +29,16 @@ class SocketWaiter:
         return None if sock is None else int(sock.fileno())
 
     def arm(self, queues: Sequence[str], timeout_seconds: float) -> None:
+        """Send BZPOPMIN without reading its reply (:meth:`finish` reads it)."""
         if self._armed:
             return
-        if self.connection is None:
-            self.connection = self.store.new_connection()
-            self.connection.connect()
-        self.store.send_wait(self.connection, queues, timeout_seconds)
+        with translated():
+            if self.connection is None:
+                pool = self._client.connection_pool
+                self.connection = pool.connection_class(**pool.connection_kwargs)
+                self.connection.connect()
+            keys = self._marker_keys(list(queues))
+            self.connection.send_command("BZPOPMIN", *keys, f"{timeout_seconds:.3f}")
         self._armed = True
 
     def finish(self) -> bool:
@@ -40,7 +46,8 @@ class SocketWaiter:
         if not self._armed:
             return False  # readable without a request: the server hung up
         self._armed = False
-        self.store.read_wait(self.connection)
+        with translated():
+            self.connection.read_response()
         return True
 
     def close(self) -> None:

@@ -1,0 +1,106 @@
+"""The hot path on Redis: one script call per publish, per fetched batch and per settle."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from ..contract import HotPath
+from ..model import DeadLetter, Delivery, FetchResult, Lease, NewMessage
+from ..waiting import Waiter
+from .client import RedisShared, translated
+from .codec import dead_args, ms_or_empty
+from .waiting import SocketWaiter
+
+__all__ = ["RedisHotPath"]
+
+
+class RedisHotPath(RedisShared, HotPath):
+    """Enqueue, fetch, take, wait, renew and settle (``enqueue.lua``, ``fetch.lua``,
+    ``renew.lua``, ``settle.lua``)."""
+
+    def _enqueue(self, queue: str, message: NewMessage) -> None:
+        args = [
+            message.message_id,
+            message.payload,
+            message.priority,
+            ms_or_empty(message.eta),
+            "waiting" if message.waiting else "auto",
+            message.task_name,
+            message.task_id,
+            "" if message.ttl_seconds is None else max(int(message.ttl_seconds * 1000), 0),
+        ]
+        self._run("enqueue", self.keys.group(queue), args)
+
+    def _fetch(
+        self,
+        queues: list[str],
+        max_count: int,
+        consumer_id: str,
+        lease_seconds: float,
+        max_deliveries: int,
+        skip_task_names: list[str],
+    ) -> FetchResult:
+        lease_ms = max(int(lease_seconds * 1000), 1)
+        args = [max_count, consumer_id, lease_ms, max_deliveries]
+        return self._fetch_script(queues, args, skip_task_names)
+
+    def _take(self, queues: list[str], max_count: int) -> FetchResult:
+        """fetch.lua with a lease of 0 ms: the messages are removed, not leased."""
+        return self._fetch_script(queues, [max_count, "", 0, 1], [])
+
+    def _fetch_script(self, queues: list[str], args: list[Any], skip: list[str]) -> FetchResult:
+        keys: list[str] = []
+        for queue in queues:
+            keys += self.keys.group(queue)
+        reply = self._run("fetch", keys, [*args, *self._retention_args(), *skip])
+        deliveries = []
+        for i in range(3, len(reply), 7):
+            index, message_id, payload, priority, count, token, created_ms = reply[i : i + 7]
+            lease = Lease(queues[int(index)], message_id.decode(), token.decode())
+            created = int(created_ms) / 1000 if int(created_ms) else None
+            deliveries.append(Delivery(lease, payload, int(priority), int(count), created))
+        next_due = None if int(reply[1]) < 0 else int(reply[1]) / 1000
+        return FetchResult(deliveries, bool(reply[0]), next_due)
+
+    def marker_keys(self, queues: list[str]) -> list[str]:
+        """The keys a consumer blocks on (BZPOPMIN) to learn that ``queues`` changed."""
+        return [self.keys.queue(queue)["marker"] for queue in queues]
+
+    def _wait(self, queues: list[str], timeout_seconds: float) -> None:
+        with translated():
+            self.client.bzpopmin(self.marker_keys(queues), timeout=timeout_seconds)
+
+    def new_waiter(self) -> Waiter:
+        """BZPOPMIN on the marker keys, on a dedicated connection the loop watches."""
+        return SocketWaiter(self.client, self.marker_keys)
+
+    def _renew(self, leases: list[Lease], lease_seconds: float) -> list[Lease]:
+        by_queue: dict[str, list[Lease]] = defaultdict(list)
+        for lease in leases:
+            by_queue[lease.queue].append(lease)
+        lost: list[Lease] = []
+        for queue, held in by_queue.items():
+            args: list[Any] = [int(lease_seconds * 1000)]
+            for lease in held:
+                args += [lease.message_id, lease.token]
+            positions = self._run("renew", self.keys.group(queue), args)
+            lost += [held[int(position) - 1] for position in positions]
+        return lost
+
+    def _settle(self, action: str, lease: Lease, dead: DeadLetter | None = None) -> bool:
+        args = [action, lease.message_id, lease.token, *dead_args(dead), *self._retention_args()]
+        return bool(self._run("settle", self.keys.group(lease.queue), args))
+
+    def _ack(self, lease: Lease) -> bool:
+        return self._settle("ack", lease)
+
+    def _release(self, lease: Lease) -> bool:
+        return self._settle("release", lease)
+
+    def _requeue(self, lease: Lease) -> bool:
+        return self._settle("requeue", lease)
+
+    def _bury(self, lease: Lease, dead: DeadLetter) -> bool:
+        """Dead and trimmed to the retention policy in one settle.lua call."""
+        return self._settle("bury", lease, dead)

@@ -1,0 +1,27 @@
+--@include "score"
+-- The ready set and what is kept with it, always together: counts (hash: priority ->
+-- ready messages) and ages (zset: id -> ready_score(priority, first seen in ms)).
+
+-- ready_put(Q, id, priority, seq, first_seen): make a message ready at sequence seq.
+local function ready_put(Q, id, priority, seq, first_seen)
+  redis.call('ZADD', Q.ready, score_text(ready_score(priority, seq)), id)
+  redis.call('ZADD', Q.ages, score_text(ready_score(priority, first_seen)), id)
+  redis.call('HINCRBY', Q.counts, priority, 1)
+end
+
+-- ready_add(Q, id, priority, first_seen): make a message ready, last of its level.
+local function ready_add(Q, id, priority, first_seen)
+  ready_put(Q, id, priority, redis.call('INCR', Q.seq), first_seen)
+end
+
+-- ready_remove(Q, id[, score]): take a message out of ready; returns its priority and
+-- score, or nil when it was not ready (score: its ready score when the caller knows it).
+local function ready_remove(Q, id, score)
+  score = score or redis.call('ZSCORE', Q.ready, id)
+  if not score then return nil end
+  if redis.call('ZREM', Q.ready, id) == 0 then return nil end
+  local priority = priority_of_score(score)
+  redis.call('ZREM', Q.ages, id)
+  if redis.call('HINCRBY', Q.counts, priority, -1) <= 0 then redis.call('HDEL', Q.counts, priority) end
+  return priority, score
+end

@@ -1,0 +1,41 @@
+-- settle: finish one delivery: ack, release, requeue or bury. Acts only while the caller's
+-- lease token is still the message's current lease.
+-- KEYS: the queue's group (see includes/queue_keys)
+-- ARGV[1] action: "ack" (delete), "release" or "requeue" (ready; the delivery stays
+--         counted either way) or "bury" (dead, then the retention policy applies)
+-- ARGV[2] id, ARGV[3] lease token, ARGV[4] dead reason, ARGV[5] dead detail,
+-- ARGV[6] sealed failure record (base64, may be empty), ARGV[7] worker hostname,
+-- ARGV[8] attempts or "", ARGV[9] dead letters kept for (ms), ARGV[10] most kept (bury)
+-- Returns 1 when settled, 0 when the lease was no longer held.
+--@include "queue_keys"
+--@include "now_ms"
+--@include "meta"
+--@include "ready"
+--@include "marker"
+--@include "dead"
+--@include "forget"
+--@include "retention"
+local Q = queue_keys(1)
+local action, id, token = ARGV[1], ARGV[2], ARGV[3]
+-- unreadable metadata: left to expire; the next fetch sets it aside as corrupt
+local meta = decode_meta(redis.call('HGET', Q.meta, id))
+if not meta or meta.l ~= token or not redis.call('ZSCORE', Q.inflight, id) then return 0 end
+redis.call('ZREM', Q.inflight, id)
+
+if action == 'ack' then
+  forget(Q, id, meta)
+  return 1
+end
+
+local now = now_ms()
+if action == 'bury' then
+  meta.f, meta.h, meta.a = ARGV[6], ARGV[7], tonumber(ARGV[8])
+  set_dead(Q, id, meta, now, ARGV[4], ARGV[5])
+  trim_dead(Q, now, tonumber(ARGV[9]), tonumber(ARGV[10]))
+else
+  meta.l = nil
+  save_meta(Q, id, meta)
+  ready_add(Q, id, tonumber(meta.p) or 0, tonumber(meta.c) or now)
+  wake(Q)
+end
+return 1

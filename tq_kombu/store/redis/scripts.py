@@ -1,0 +1,112 @@
+"""The Lua loader: one command per file in ``lua/``, shared snippets in ``lua/includes/``.
+
+A line ``--@include "name"`` is replaced, at registration, by ``lua/includes/name.lua``
+(itself expanded the same way); each include lands once per script, before its first
+user. Constants come from Python: ``@NAME@`` in a script or an include is replaced by
+:data:`CONSTANTS` ``[NAME]``, and the include ``queue_keys`` is generated from
+:data:`~.keys.QUEUE_KEYS`, so no number or key order is written twice.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+from ...errors import StoreError
+from ...priority import MAX_PRIORITY
+from ..contract.hot_path import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
+from .keys import QUEUE_KEYS, SCORE_SPAN
+
+__all__ = ["CONSTANTS", "Scripts", "script_source"]
+
+#: What ``@NAME@`` stands for in the Lua sources.
+CONSTANTS: dict[str, int] = {
+    "SCORE_SPAN": SCORE_SPAN,
+    "MAX_PRIORITY": MAX_PRIORITY,
+    "PROMOTE_LIMIT": PROMOTE_LIMIT,
+    "SKIP_SCAN_LIMIT": SKIP_SCAN_LIMIT,
+    "QUEUE_KEY_COUNT": len(QUEUE_KEYS),
+    #: The layout of a queue's keys; a queue without it has its kept counts rebuilt.
+    "LAYOUT_VERSION": 2,
+}
+
+_INCLUDE = re.compile(r"""^--\s*@include\s+["']([\w-]+)["']\s*$""")
+_CONSTANT = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+
+
+def _queue_keys_include() -> str:
+    fields = ", ".join(f"{part} = KEYS[first + {i}]" for i, part in enumerate(QUEUE_KEYS))
+    return "\n".join(
+        [
+            "-- queue_keys (generated from keys.QUEUE_KEYS): one queue's keys by part",
+            f"local QUEUE_KEY_COUNT = {len(QUEUE_KEYS)}",
+            "local function queue_keys(first)",
+            f"  return {{{fields}}}",
+            "end",
+        ]
+    )
+
+
+def _read(path: str) -> str:
+    try:
+        return resources.files(__package__).joinpath("lua", path).read_text()
+    except FileNotFoundError:
+        raise StoreError(
+            f"tq's Lua source lua/{path} is missing: reinstall tq (its package data is incomplete)"
+        ) from None
+
+
+def _expand(text: str, done: set[str], stack: list[str]) -> list[str]:
+    lines: list[str] = []
+    for line in text.splitlines():
+        match = _INCLUDE.match(line.strip())
+        if not match:
+            lines.append(line)
+            continue
+        name = match.group(1)
+        if name in stack:
+            chain = " -> ".join([*stack, name])
+            raise StoreError(f"tq's Lua includes form a cycle ({chain}): fix lua/includes/")
+        if name in done:
+            continue
+        done.add(name)
+        source = _queue_keys_include() if name == "queue_keys" else _read(f"includes/{name}.lua")
+        lines += _expand(source, done, [*stack, name])
+    return lines
+
+
+def _substitute(text: str, name: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        constant = match.group(1)
+        if constant not in CONSTANTS:
+            raise StoreError(
+                f"tq's Lua script {name} uses @{constant}@, which scripts.CONSTANTS does not "
+                "define: add it there"
+            )
+        return str(CONSTANTS[constant])
+
+    return _CONSTANT.sub(value, text)
+
+
+def script_source(name: str) -> str:
+    """The full text of the command ``lua/<name>.lua``: includes inlined, constants set."""
+    lines = _expand(_read(f"{name}.lua"), set(), [])
+    return _substitute("\n".join(lines) + "\n", name)
+
+
+class Scripts:
+    """The commands of one client, each expanded and registered on first use (redis-py
+    sends EVALSHA, and the source again after a server restart)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._registered: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        """The registered :class:`redis.commands.core.Script` for ``lua/<name>.lua``."""
+        script = self._registered.get(name)
+        if script is None:
+            script = self._client.register_script(script_source(name))
+            self._registered[name] = script
+        return script
