@@ -86,8 +86,12 @@ class HotPath(ABC):
         return self._take(names_, count)
 
     def wait(self, queues: Sequence[str], timeout_seconds: float) -> None:
-        """Block until a message may have become ready in ``queues`` (published, come
-        due, lease expired) or the timeout passes; never longer than the timeout."""
+        """Block until a message may have become ready in ``queues`` or the timeout
+        passes; never longer than the timeout, and with nothing published meanwhile not
+        much shorter. Like a condition variable it may wake early (Redis wakes whenever
+        a queue changes), and a store need not wake for a delayed message coming due or
+        a lease running out (Redis does not): a consumer bounds its timeout by the last
+        fetch's ``next_due`` and fetches after every wake."""
         names_ = checked_queues(queues)
         timeout = checked_seconds(timeout_seconds, "timeout_seconds", allow_zero=True)
         if names_ and timeout > 0:
