@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from ..contract import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
 from ..model import DeadReason, Delivery, Lease, RetentionPolicy
@@ -47,11 +48,12 @@ def promote_due(conn: sqlite3.Connection, queues: list[str], now: float) -> None
                     (queue, now, PROMOTE_LIMIT),
                 )
             )
-            for row in conn.execute(
-                f"SELECT rowid, {column} FROM messages WHERE queue = ? AND state = '{state}' "
-                f"AND ({column} IS NULL OR {column} >= '')",
-                (queue,),
-            ).fetchall():
+            never_due = " UNION ALL ".join(
+                f"SELECT rowid, {column} FROM messages "
+                f"WHERE queue = ?1 AND state = '{state}' AND {column} {test}"
+                for test in ("IS NULL", ">= ''")  # two ranges of the partial index
+            )
+            for row in conn.execute(never_due, (queue,)).fetchall():
                 bury_corrupt(conn, int(row[0]), f"column {column} holds {row[1]!r}", now)
         for row in conn.execute(UNKNOWN_STATES_SQL, (queue,)).fetchall():
             bury_corrupt(conn, int(row[0]), f"column state holds {row[1]!r}", now)
@@ -99,27 +101,36 @@ def expire_messages(
             trim_dead(conn, queue, retention)
 
 
-def _ready_sql(skip: list[str]) -> str:
-    """The best ready rows of queue ?1, at most ?2 of them; skipping task names, only
-    among the first SKIP_SCAN_LIMIT ready rows."""
-    columns = "priority, seq, id, delivery_count, rowid"
-    order = "ORDER BY priority DESC, seq"
+_READY_SQL = (
+    "SELECT priority, seq, id, delivery_count, rowid, task_name FROM messages "
+    "WHERE queue = ? AND state = 'ready' ORDER BY priority DESC, seq LIMIT ?"
+)
+
+
+def _ready_rows(
+    conn: sqlite3.Connection, queue: str, wanted: int, skip: list[str]
+) -> list[tuple[Any, ...]]:
+    """The best ``wanted`` ready rows of ``queue``: (priority, seq, id, delivery_count,
+    rowid, task_name); skipping task names, only among its first SKIP_SCAN_LIMIT."""
     if not skip:
-        return (
-            f"SELECT {columns} FROM messages WHERE queue = ?1 AND state = 'ready' {order} LIMIT ?2"
-        )
-    marks = ", ".join(f"?{n}" for n in range(3, 3 + len(skip)))
-    return (
-        f"SELECT {columns} FROM (SELECT {columns}, task_name FROM messages "
-        f"WHERE queue = ?1 AND state = 'ready' {order} LIMIT {SKIP_SCAN_LIMIT}) "
-        f"WHERE task_name NOT IN ({marks}) {order} LIMIT ?2"
-    )
+        return conn.execute(_READY_SQL, (queue, wanted)).fetchall()
+    skipped = set(skip)
+    rows: list[tuple[Any, ...]] = []
+    cursor = conn.execute(_READY_SQL, (queue, SKIP_SCAN_LIMIT))
+    try:
+        for row in cursor:  # stepped one row at a time: stops as soon as it has enough
+            if row[5] not in skipped:
+                rows.append(row)
+                if len(rows) >= wanted:
+                    break
+    finally:
+        cursor.close()
+    return rows
 
 
 def more_ready(conn: sqlite3.Connection, queues: list[str], skip: list[str]) -> bool:
     """Whether a ready message the next fetch could hand out is left in ``queues``."""
-    sql = _ready_sql(skip)
-    return any(conn.execute(sql, (queue, 1, *skip)).fetchone() is not None for queue in queues)
+    return any(_ready_rows(conn, queue, 1, skip) for queue in queues)
 
 
 @dataclass(frozen=True)
@@ -143,14 +154,13 @@ def lease_best(
 ) -> list[Delivery]:
     """Lease up to ``max_count`` ready messages, strictly by priority then seq across
     ``queues``; a message over ``max_deliveries`` goes to dead instead."""
-    sql = _ready_sql(skip)
     deliveries: list[Delivery] = []
     while len(deliveries) < max_count:
         wanted = max_count - len(deliveries)
         candidates: list[tuple[int, int, str, str, int]] = []
         buried = False
         for queue in queues:
-            for row in conn.execute(sql, (queue, wanted, *skip)).fetchall():
+            for row in _ready_rows(conn, queue, wanted, skip):
                 try:
                     candidates.append(candidate(queue, row))
                 except CorruptRow as exc:
