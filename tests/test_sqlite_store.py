@@ -5,16 +5,19 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tq_kombu.errors import ConfigurationError, PriorityError, StoreError
 from tq_kombu.store import open_store
-from tq_kombu.store.base import DeadLetter, NewMessage, QueueCounts
+from tq_kombu.store.base import DeadLetter, Lease, NewMessage, QueueCounts, State
 from tq_kombu.store.sqlite import SCHEMA_VERSION, SQLiteStore, path_from_url
 
 
@@ -338,3 +341,80 @@ def test_a_schema_4_database_is_upgraded_keeping_and_counting_its_messages(
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
+
+
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["enqueue", "delayed", "waiting", "fetch", "ack", "release", "bury", "replay"]
+            + ["set_priority", "cancel", "release_waiting", "purge", "take", "move"]
+        ),
+        st.sampled_from(["alpha", "beta"]),
+        st.sampled_from([0, 1, 5, 255]),
+        st.integers(0, 6),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(operations=OPERATIONS)
+def test_kept_counts_and_levels_always_equal_a_recount_of_the_rows(
+    operations: list[tuple[str, str, int, int]],
+) -> None:
+    # Given any sequence of operations, by tq and (move) by another program
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "q.db"
+        store = SQLiteStore(path)
+        store.ping()
+        leases: list[Lease] = []
+        for n, (operation, queue, priority, pick) in enumerate(operations):
+            target = f"m{pick}"
+            if operation in ("enqueue", "delayed", "waiting"):
+                eta = time.time() + 60 if operation == "delayed" else None
+                waiting = operation == "waiting"
+                store.enqueue(queue, NewMessage(f"m{n}", b"body", priority, eta, waiting=waiting))
+            elif operation in ("fetch", "take"):
+                fetch = store.take if operation == "take" else None
+                result = fetch([queue], pick) if fetch else store.fetch([queue], pick, "c", 60, 3)
+                leases += [d.lease for d in result.deliveries if d.lease.token]
+            elif operation in ("ack", "release", "bury") and leases:
+                lease = leases.pop(pick % len(leases))
+                if operation == "bury":
+                    store.bury(lease, DeadLetter("rejected"))
+                else:
+                    getattr(store, operation)(lease)
+            elif operation == "replay":
+                store.replay(queue, target, priority=priority)
+            elif operation == "set_priority":
+                store.set_priority(queue, target, priority)
+            elif operation in ("cancel", "release_waiting"):
+                getattr(store, operation)(queue, target)
+            elif operation == "purge":
+                store.purge(queue, list(State)[pick % len(State)])
+            elif operation == "move":
+                with sqlite3.connect(path) as outsider:
+                    outsider.execute(
+                        "UPDATE messages SET queue = ?, priority = ? WHERE id = ?",
+                        ("alpha" if queue == "beta" else "beta", priority, target),
+                    )
+                outsider.close()
+        # Then the kept counts and the oldest ready message of each level are what a
+        # full read of the rows says
+        with sqlite3.connect(path) as reader:
+            for queue in ("alpha", "beta"):
+                rows = reader.execute(
+                    "SELECT state, COUNT(*) FROM messages WHERE queue = ? GROUP BY state",
+                    (queue,),
+                ).fetchall()
+                assert store.counts(queue) == QueueCounts(**dict(rows))
+                levels = reader.execute(
+                    "SELECT priority, COUNT(*), MIN(created_at) FROM messages "
+                    "WHERE queue = ? AND state = 'ready' GROUP BY priority",
+                    (queue,),
+                ).fetchall()
+                assert store.ready_levels(queue) == {p: (n, c) for p, n, c in levels}
+            queues = reader.execute("SELECT DISTINCT queue FROM messages ORDER BY queue")
+            assert store.queues() == [row[0] for row in queues.fetchall()]
+        reader.close()
+        store.close()
