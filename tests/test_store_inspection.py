@@ -99,4 +99,3 @@ def test_list_messages_gives_each_state_in_its_own_order(store: Store) -> None:
     assert listed("default", State.READY, offset=1, limit=1) == ["r-high-2"]
     assert listed("default", State.READY, offset=3) == []
     assert all(m.state is State.READY for m in store.list_messages("default", State.READY))
-

@@ -1,0 +1,228 @@
+"""The SQLite store's schema, its version (``PRAGMA user_version``) and its migrations.
+
+One ``messages`` table holds every message in every state. Counts per queue, state and
+priority are kept in ``message_counts`` by triggers, in the same transaction as the
+change that moves a message, so inspection answers from it without reading messages
+(the triggers fire for any writer of the file, an older tq or an operator's sqlite3
+included).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import suppress
+
+from ...errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "ensure_schema"]
+
+#: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
+SCHEMA_VERSION = 5
+
+# Messages with a time to live (AMQP expiration, x-message-ttl), by expiry.
+_EXPIRY_INDEX = """
+    CREATE INDEX IF NOT EXISTS messages_by_expiry
+        ON messages (queue, expires_at) WHERE expires_at IS NOT NULL
+    """
+# Queue lifetimes (x-expires, auto_delete, x-message-ttl); deadline: when it vanishes.
+_LIFETIMES_TABLE = """
+    CREATE TABLE IF NOT EXISTS queue_lifetimes (
+        queue               TEXT PRIMARY KEY,
+        expires_seconds     REAL,
+        message_ttl_seconds REAL,
+        deadline            REAL
+    )
+    """
+
+# -- schema 5: counts kept by triggers, the oldest ready message and tasks by index -----
+_COUNTS_TABLE = """
+    CREATE TABLE IF NOT EXISTS message_counts (
+        queue    TEXT    NOT NULL,
+        state    TEXT    NOT NULL,
+        priority INTEGER NOT NULL,
+        n        INTEGER NOT NULL,
+        PRIMARY KEY (queue, state, priority)
+    ) WITHOUT ROWID
+    """
+_COUNT_NEW = """
+        INSERT INTO message_counts (queue, state, priority, n)
+            VALUES (new.queue, new.state, new.priority, 1)
+            ON CONFLICT (queue, state, priority) DO UPDATE SET n = n + 1;
+    """
+_UNCOUNT_OLD = """
+        DELETE FROM message_counts WHERE queue = old.queue AND state = old.state
+            AND priority = old.priority AND n <= 1;
+        UPDATE message_counts SET n = n - 1
+            WHERE queue = old.queue AND state = old.state AND priority = old.priority;
+    """
+_COUNT_TRIGGERS = (
+    f"""
+    CREATE TRIGGER IF NOT EXISTS message_counts_on_insert AFTER INSERT ON messages
+    BEGIN {_COUNT_NEW} END
+    """,
+    f"""
+    CREATE TRIGGER IF NOT EXISTS message_counts_on_delete AFTER DELETE ON messages
+    BEGIN {_UNCOUNT_OLD} END
+    """,
+    f"""
+    CREATE TRIGGER IF NOT EXISTS message_counts_on_update
+    AFTER UPDATE OF queue, state, priority ON messages
+    WHEN old.queue IS NOT new.queue OR old.state IS NOT new.state
+        OR old.priority IS NOT new.priority
+    BEGIN {_UNCOUNT_OLD} {_COUNT_NEW} END
+    """,
+)
+# Counts of the messages already there when the triggers arrive (an upgrade).
+_COUNT_EXISTING = """
+    INSERT INTO message_counts (queue, state, priority, n)
+        SELECT queue, state, priority, COUNT(*) FROM messages
+        GROUP BY queue, state, priority
+    """
+# The oldest ready message of each priority: one index seek per level.
+_READY_AGE_INDEX = """
+    CREATE INDEX IF NOT EXISTS messages_ready_by_age
+        ON messages (queue, priority, created_at) WHERE state = 'ready'
+    """
+# A message by Celery task id (messages without one stay out of the index).
+_TASK_INDEX = """
+    CREATE INDEX IF NOT EXISTS messages_by_task
+        ON messages (queue, task_id) WHERE task_id != ''
+    """
+_SCHEMA_5 = (
+    _COUNTS_TABLE,
+    "DELETE FROM message_counts",
+    _COUNT_EXISTING,
+    *_COUNT_TRIGGERS,
+    _READY_AGE_INDEX,
+    _TASK_INDEX,
+)
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS messages (
+        queue          TEXT    NOT NULL,
+        id             TEXT    NOT NULL,
+        state          TEXT    NOT NULL,
+        priority       INTEGER NOT NULL,
+        seq            INTEGER NOT NULL,
+        eta            REAL,
+        lease_until    REAL,
+        lease_token    TEXT,
+        delivery_count INTEGER NOT NULL DEFAULT 0,
+        task_name      TEXT    NOT NULL DEFAULT '',
+        task_id        TEXT    NOT NULL DEFAULT '',
+        payload        BLOB    NOT NULL,
+        dead_reason    TEXT,
+        dead_detail    TEXT,
+        created_at     REAL    NOT NULL,
+        dead_at        REAL,
+        hostname       TEXT,
+        failure        BLOB,
+        attempts       INTEGER,
+        expires_at     REAL,
+        PRIMARY KEY (queue, id)
+    )
+    """,
+    # Fetch order within a queue.
+    """
+    CREATE INDEX IF NOT EXISTS messages_by_state
+        ON messages (queue, state, priority DESC, seq)
+    """,
+    # Due delayed messages, expired leases and the dead list, each a small partial index.
+    """
+    CREATE INDEX IF NOT EXISTS messages_delayed_by_eta
+        ON messages (queue, eta, seq) WHERE state = 'delayed'
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS messages_inflight_by_lease
+        ON messages (queue, lease_until, seq) WHERE state = 'inflight'
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS messages_dead_by_time
+        ON messages (queue, dead_at, seq) WHERE state = 'dead'
+    """,
+    _EXPIRY_INDEX,
+    _LIFETIMES_TABLE,
+    """
+    CREATE TABLE IF NOT EXISTS counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )
+    """,
+    "INSERT OR IGNORE INTO counters (name, value) VALUES ('seq', 0)",
+    """
+    CREATE TABLE IF NOT EXISTS bindings (
+        exchange    TEXT NOT NULL,
+        routing_key TEXT NOT NULL,
+        pattern     TEXT NOT NULL,
+        queue       TEXT NOT NULL,
+        expires_at  REAL,
+        PRIMARY KEY (exchange, routing_key, pattern, queue)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS workers (
+        worker     TEXT PRIMARY KEY,
+        seen_at    REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        info       TEXT NOT NULL DEFAULT '{}'
+    )
+    """,
+    *_SCHEMA_5,
+)
+
+#: Schema upgrades: from each version, the statements that lead to the next one.
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE messages ADD COLUMN hostname TEXT",
+        "ALTER TABLE messages ADD COLUMN failure BLOB",
+    ),
+    2: ("ALTER TABLE messages ADD COLUMN attempts INTEGER",),
+    3: ("ALTER TABLE messages ADD COLUMN expires_at REAL", _EXPIRY_INDEX, _LIFETIMES_TABLE),
+    4: _SCHEMA_5,
+}
+
+
+def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Create the schema in a new database or upgrade an older one, in one transaction;
+    refuse a database written by a newer tq."""
+    if _user_version(conn) == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _user_version(conn)
+        if version == 0:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version < SCHEMA_VERSION:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    _migrate(conn, statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"SQLite store {path} was written by a newer tq (schema version {version}, this "
+            f"tq knows up to {SCHEMA_VERSION}): upgrade tq on this machine or use another "
+            "database file"
+        )
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _migrate(conn: sqlite3.Connection, statement: str) -> None:
+    """Run one upgrade statement; adding a column the table already has is a no-op."""
+    words = statement.split()
+    if words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["ADD", "COLUMN"]:
+        columns = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({words[2]})")}
+        if words[5] in columns:
+            return
+    conn.execute(statement)
