@@ -17,25 +17,44 @@ before anything changes: :class:`UnknownQueue`, :class:`~tq_kombu.errors.Message
 
 from __future__ import annotations
 
-import base64
 import time
-import traceback
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any
 
-from .appconf import broker_of, declared_queues
-from .envelope import Envelope, EnvelopeError, envelope_from_settings
-from .errors import ConfigurationError, MessageNotFound, TQError
-from .options import STORE_LAYERS, names, settings
-from .priority import normalize_priority
-from .store import Store, open_store
-from .store.base import DeadLetter, DeadReason, MessageInfo, NewMessage, QueueCounts, State
-from .urls import store_url
+from ..appconf import broker_of, declared_queues
+from ..envelope import Envelope, EnvelopeError, envelope_from_settings
+from ..errors import ConfigurationError, MessageNotFound, TQError
+from ..options import STORE_LAYERS, names, settings
+from ..priority import normalize_priority
+from ..store import Store, open_store
+from ..store.base import DeadLetter, MessageInfo, NewMessage, QueueCounts, State
+from ..urls import store_url
+from .records import (
+    decode_body,
+    envelope_header,
+    failure_record,
+    message_fields,
+    page_of,
+    parse_reason,
+    parse_state,
+)
 
 #: Transport options the store reads.
+__all__ = [
+    "Admin",
+    "QueueStats",
+    "UnknownQueue",
+    "decode_body",
+    "envelope_header",
+    "failure_record",
+    "message_fields",
+    "parse_reason",
+    "parse_state",
+]
+
 STORE_OPTIONS = names(*STORE_LAYERS)
 
 #: The order in which states are listed when none is asked for.
@@ -188,7 +207,7 @@ class Admin:
             if (task_name is None or info.task_name == task_name)
             and (wanted is None or info.priority == wanted)
         )
-        return _page(matches, offset, limit)
+        return page_of(matches, offset, limit)
 
     def _all(self, queue: str, state: State) -> Iterator[MessageInfo]:
         offset = 0
@@ -285,7 +304,7 @@ class Admin:
     ) -> list[MessageInfo]:
         """Dead messages of ``queue`` (or of every queue), oldest first in each queue,
         after applying the retention policy."""
-        return _page(self._dead(self._scope(queue), reason, task_name), offset, limit)
+        return page_of(self._dead(self._scope(queue), reason, task_name), offset, limit)
 
     def _dead(
         self, scope: list[str], reason: str | None, task_name: str | None
@@ -377,80 +396,3 @@ class Admin:
             ),
         )
         return message_id, before
-
-
-def message_fields(info: MessageInfo) -> dict[str, Any]:
-    """A message's metadata as plain JSON-ready fields (the names of MessageInfo)."""
-    fields = asdict(info)
-    fields["state"] = info.state.value
-    return fields
-
-
-def parse_state(state: State | str) -> State:
-    try:
-        return State(state)
-    except ValueError:
-        choices = ", ".join(s.value for s in State)
-        raise ConfigurationError(f"unknown state {state!r}: use one of {choices}") from None
-
-
-def parse_reason(reason: str) -> str:
-    """A dead-letter reason tq records (a bad filter raises ConfigurationError)."""
-    try:
-        return DeadReason(reason).value
-    except ValueError:
-        choices = ", ".join(r.value for r in DeadReason)
-        raise ConfigurationError(f"unknown reason {reason!r}: use one of {choices}") from None
-
-
-def envelope_header(payload: bytes) -> dict[str, Any]:
-    """What the stored envelope says in clear: version, compression, key id, size."""
-    if len(payload) < 3:
-        return {"bytes": len(payload), "readable": False}
-    compression = {0: "none", 1: "zlib", 2: "zstd"}.get(payload[1], f"unknown ({payload[1]})")
-    header: dict[str, Any] = {
-        "version": payload[0],
-        "encrypted": payload[0] == 2,
-        "compression": compression,
-        "bytes": len(payload),
-    }
-    if payload[0] == 2:
-        header["key_id"] = payload[3 : 3 + payload[2]].decode(errors="replace")
-    return header
-
-
-def decode_body(message: Mapping[str, Any]) -> Any:
-    """The task body of a kombu message, deserialized when the content type allows."""
-    from kombu.serialization import loads
-
-    body = message.get("body")
-    if message.get("properties", {}).get("body_encoding") == "base64" and isinstance(body, str):
-        body = base64.b64decode(body)
-    try:
-        return loads(
-            body,
-            message.get("content-type") or "application/json",
-            message.get("content-encoding") or "utf-8",
-            accept={"application/json", "application/x-msgpack", "application/x-yaml"},
-        )
-    except Exception:  # noqa: BLE001 - pickle and unknown types are shown, not run
-        return repr(body)[:2000]
-
-
-def failure_record(exc: BaseException, tb: Any = None) -> dict[str, Any]:
-    """The record kept (sealed) for a failed task."""
-    return {
-        "exc_type": type(exc).__name__,
-        "exc_message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__)),
-    }
-
-
-def _page(items: Iterator[MessageInfo], offset: int, limit: int) -> list[MessageInfo]:
-    page: list[MessageInfo] = []
-    for i, item in enumerate(items):
-        if i >= offset + limit:
-            break
-        if i >= offset:
-            page.append(item)
-    return page

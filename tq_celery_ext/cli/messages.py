@@ -1,0 +1,148 @@
+"""``tq stats | ls | show | cancel | reprioritize | purge``: queues and their messages."""
+
+from __future__ import annotations
+
+import click
+
+from tq_kombu.errors import ConfigurationError
+
+from .group import tq
+from .output import (
+    EXIT_NOT_FOUND,
+    Command,
+    admin_for,
+    check_paging,
+    describe,
+    emit,
+    fail,
+    json_option,
+    message_rows,
+    queue_option,
+    readable,
+    table,
+    with_paging,
+)
+
+
+@tq.command(cls=Command)
+@queue_option
+@json_option
+@click.pass_context
+def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
+    """Per queue: ready (by priority), delayed, waiting, in flight, dead, oldest ready age."""
+    with admin_for(ctx) as admin:
+        rows = [s.as_dict() for s in admin.stats(list(queues) or None)]
+
+    def show() -> None:
+        table(
+            [
+                {
+                    **row,
+                    "ready by priority": " ".join(
+                        f"{p}:{n}" for p, n in row["ready_by_priority"].items()
+                    )
+                    or "-",
+                    "oldest ready": "-"
+                    if row["oldest_ready_age_seconds"] is None
+                    else f"{row['oldest_ready_age_seconds']:.1f}s",
+                }
+                for row in rows
+            ],
+            [
+                "queue",
+                "ready",
+                "ready by priority",
+                "delayed",
+                "waiting",
+                "inflight",
+                "dead",
+                "oldest ready",
+            ],
+        )
+
+    emit(as_json, rows, show)
+
+
+@tq.command(name="ls", cls=Command)
+@click.argument("queue", required=False)
+@click.option("--state", help="ready, delayed, waiting, inflight or dead (default: all).")
+@click.option("--task", "task_name", help="Only messages of this task name.")
+@click.option("--priority", type=int, help="Only messages of this priority (0..255).")
+@with_paging
+@json_option
+@click.pass_context
+def list_messages(
+    ctx: click.Context,
+    queue: str | None,
+    state: str | None,
+    task_name: str | None,
+    priority: int | None,
+    offset: int,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List the messages of QUEUE (default: every queue), with filters and paging."""
+    check_paging(offset, limit)
+    with admin_for(ctx) as admin:
+        rows = message_rows(admin.messages(queue, state, task_name, priority, offset, limit))
+    columns = ["id", "queue", "state", "priority", "task", "task_id", "deliveries", "eta"]
+    emit(as_json, rows, lambda: table(readable(rows), columns))
+
+
+@tq.command(cls=Command)
+@click.argument("message_id")
+@queue_option
+@click.option("--raw", is_flag=True, help="Only the stored metadata and envelope header.")
+@json_option
+@click.pass_context
+def show(
+    ctx: click.Context, message_id: str, queues: tuple[str, ...], raw: bool, as_json: bool
+) -> None:
+    """Show one message (by message id or task id), decrypted when the key is at hand."""
+    with admin_for(ctx) as admin:
+        shown = admin.show(message_id, list(queues) or None, raw=raw)
+    emit(as_json, shown, lambda: describe(shown))
+
+
+@tq.command(cls=Command)
+@click.argument("message_id")
+@queue_option
+@click.pass_context
+def cancel(ctx: click.Context, message_id: str, queues: tuple[str, ...]) -> None:
+    """Cancel a ready, delayed or waiting message: it never runs (this persists)."""
+    with admin_for(ctx) as admin:
+        info = admin.cancel(list(queues) or None, message_id)
+    click.echo(f"cancelled {info.message_id} ({info.task_name or '-'}) in {info.queue}")
+
+
+@tq.command(cls=Command)
+@click.argument("message_id")
+@click.argument("priority", type=int)
+@queue_option
+@click.pass_context
+def reprioritize(
+    ctx: click.Context, message_id: str, priority: int, queues: tuple[str, ...]
+) -> None:
+    """Change the priority (0..255, higher first) of a ready, delayed or waiting message."""
+    with admin_for(ctx) as admin:
+        info = admin.reprioritize(list(queues) or None, message_id, priority)
+    click.echo(f"{info.message_id} in {info.queue}: priority {info.priority} -> {priority}")
+
+
+@tq.command(cls=Command)
+@click.argument("queue")
+@click.option(
+    "--state", default="ready", show_default=True, help="ready, delayed, waiting or dead."
+)
+@click.option("--force", "-f", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def purge(ctx: click.Context, queue: str, state: str, force: bool) -> None:
+    """Delete the ready, delayed, waiting or dead messages of QUEUE (one state at a time)."""
+    with admin_for(ctx) as admin:
+        admin.check_queue(queue)
+        if state not in ("ready", "delayed", "waiting", "dead"):
+            raise ConfigurationError(f"purge takes ready, delayed, waiting or dead, not {state!r}")
+        if not force and not click.confirm(f"Delete every {state} message of {queue}?"):
+            fail("nothing deleted", EXIT_NOT_FOUND)
+        removed = admin.purge(queue, state)
+    click.echo(f"purged {removed} {state} message(s) from {queue}")
