@@ -262,3 +262,17 @@ def test_the_renewer_process_reaches_the_store_over_tls(
         assert_renewed_by_the_companion(f"tq+{url}", store, {}, ssl=tls)
     finally:
         store.close()
+
+
+def test_a_memory_store_is_renewed_from_a_thread_of_the_process(memory_url: str) -> None:
+    # Given a store living in this process only, no companion process can reach it
+    store = open_store(memory_url)
+    with Connection(f"tq+{memory_url}", transport_options={"lease_seconds": LEASE_SECONDS}) as conn:
+        publish(conn, {"n": 1})
+        message = consume_one(conn)
+        # Then a thread renews the lease instead
+        assert not conn.transport.held.renewer.running
+        time.sleep(2.5 * LEASE_SECONDS)  # sampling point: an unrenewed lease has expired
+        assert store.fetch([QUEUE.name], 10, "thief", 60, 5).deliveries == []
+        message.ack()
+        assert store.counts(QUEUE.name) == EMPTY
