@@ -1,7 +1,7 @@
 """The Celery app of the fault-injection suite (tests/test_faults.py).
 
 Configured from the environment: TQ_BROKER_URL, TQ_LEASE_SECONDS, TQ_PREFETCH (the
-prefetch multiplier), TQ_JOURNAL (the file every task run is recorded in, independently
+prefetch multiplier), TQ_BUSY_TIMEOUT_SECONDS (SQLite), TQ_JOURNAL (the file every task run is recorded in, independently
 of the broker) and TQ_WORKER (the name of the worker, recorded with each run).
 Every task is acks_late, so a run cut short by a kill is redelivered.
 """
@@ -20,7 +20,10 @@ import tq_kombu  # noqa: F401
 app = Celery("faults_app")
 app.conf.update(
     broker_url=os.environ.get("TQ_BROKER_URL", "tq+sqlite:///faults.sqlite3"),
-    broker_transport_options={"lease_seconds": float(os.environ.get("TQ_LEASE_SECONDS", "30"))},
+    broker_transport_options={
+        "lease_seconds": float(os.environ.get("TQ_LEASE_SECONDS", "30")),
+        "busy_timeout_seconds": float(os.environ.get("TQ_BUSY_TIMEOUT_SECONDS", "5")),
+    },
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=int(os.environ.get("TQ_PREFETCH", "1")),
     task_acks_late=True,

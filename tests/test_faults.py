@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -48,11 +49,13 @@ class Faults:
         self.journal = tmp_path / "journal.txt"
         self.workers: dict[str, Worker] = {}
         self.killed: set[str] = set()
+        self.busy_timeout_seconds = 5.0
         self._client: Celery | None = None
 
     def env(self, name: str, prefetch: int = 1) -> dict[str, str]:
         return {
             **os.environ,
+            "TQ_BUSY_TIMEOUT_SECONDS": str(self.busy_timeout_seconds),
             "TQ_BROKER_URL": f"tq+{self.store_url}",
             "TQ_LEASE_SECONDS": str(self.lease_seconds),
             "TQ_PREFETCH": str(prefetch),
@@ -241,6 +244,31 @@ def test_redis_stalls_shorter_than_the_lease_lose_and_duplicate_nothing(
         admin.execute_command("DEBUG", "SLEEP", "1.5")
         time.sleep(0.5)  # the fault's rhythm
     # Then every task ran exactly once and the worker is still up
+    faults.wait_all_done(labels, 60)
+    faults.assert_nothing_lost_and_no_worker_died(labels)
+    assert faults.duplicates() == set()
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+def test_a_sqlite_database_locked_for_a_while_loses_and_duplicates_nothing(
+    tmp_path: Path, make_faults: object, pool: str
+) -> None:
+    database = tmp_path / "queue.db"
+    faults: Faults = make_faults(f"sqlite:///{database}", 4)  # type: ignore[operator]
+    faults.busy_timeout_seconds = 0.2
+    # Given a worker that gives up on a locked database after 0.2 s, running 60 tasks
+    faults.worker("w", *POOLS[pool])
+    labels = publish(faults, 60, 0.05)
+    wait_for(lambda: len(faults.done()) >= 5, 30, "the first tasks to run")
+    # When another process holds the database's write lock for 1.5 s, twice
+    for _ in range(2):
+        locker = sqlite3.connect(database, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        time.sleep(1.5)  # the length of the lock
+        locker.execute("COMMIT")
+        locker.close()
+        time.sleep(0.5)  # the fault's rhythm
+    # Then the worker rides it out: every task runs exactly once
     faults.wait_all_done(labels, 60)
     faults.assert_nothing_lost_and_no_worker_died(labels)
     assert faults.duplicates() == set()

@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from tq_kombu.store import Store, open_store
 from tq_kombu.store.base import NewMessage, QueueCounts
 
 from .conftest import RedisServer
+from .test_tls import port_open, tls_redis  # noqa: F401  (a fixture)
 from .workers import wait_for
 
 QUEUE = Queue("held", routing_key="held")
@@ -218,3 +220,59 @@ def test_an_ack_made_while_sqlite_is_locked_goes_through_once_it_is_free(
             locker.execute("COMMIT")
             locker.close()
         wait_for(lambda: counts(url) == EMPTY, 10, "the retried ack to reach the database")
+
+
+def assert_renewed_by_the_companion(
+    broker_url: str, store: Store, options: dict[str, Any], **connection: Any
+) -> None:
+    """Consume one message with 1 s leases, then check after 2.5 s that nobody else can
+    take it: the companion process renewed it through a store opened like ours."""
+    transport_options = {"lease_seconds": LEASE_SECONDS, **options}
+    with Connection(broker_url, transport_options=transport_options, **connection) as conn:
+        publish(conn, {"n": 1})
+        message = consume_one(conn)
+        assert conn.transport.held.renewer.running
+        time.sleep(2.5 * LEASE_SECONDS)  # sampling point: an unrenewed lease has expired
+        assert store.fetch([QUEUE.name], 10, "thief", 60, 5).deliveries == []
+        message.ack()
+        assert store.counts(QUEUE.name) == EMPTY
+
+
+def test_the_renewer_process_finds_the_store_under_its_key_prefix(redis_url: str) -> None:
+    # Given a transport with its own key prefix, the renewer renews the keys under it
+    store = open_store(redis_url, key_prefix="elsewhere")
+    try:
+        assert_renewed_by_the_companion(f"tq+{redis_url}", store, {"key_prefix": "elsewhere"})
+    finally:
+        store.close()
+
+
+def test_the_renewer_process_reaches_the_store_over_tls(
+    tls_redis: tuple[int, Path],  # noqa: F811 - the fixture imported above
+) -> None:
+    # Given a Redis reached over TLS only, with a certificate authority of its own
+    port, cert = tls_redis
+    url = f"rediss://127.0.0.1:{port}/0"
+    tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(cert)}
+    wait_for(lambda: port_open(port), 10, "the TLS redis-server")
+    store = open_store(url, **tls)
+    try:
+        wait_for(lambda: store.ping() is None, 10, "the TLS redis-server to answer")
+        # Then the renewer renews over TLS with the same options
+        assert_renewed_by_the_companion(f"tq+{url}", store, {}, ssl=tls)
+    finally:
+        store.close()
+
+
+def test_a_memory_store_is_renewed_from_a_thread_of_the_process(memory_url: str) -> None:
+    # Given a store living in this process only, no companion process can reach it
+    store = open_store(memory_url)
+    with Connection(f"tq+{memory_url}", transport_options={"lease_seconds": LEASE_SECONDS}) as conn:
+        publish(conn, {"n": 1})
+        message = consume_one(conn)
+        # Then a thread renews the lease instead
+        assert not conn.transport.held.renewer.running
+        time.sleep(2.5 * LEASE_SECONDS)  # sampling point: an unrenewed lease has expired
+        assert store.fetch([QUEUE.name], 10, "thief", 60, 5).deliveries == []
+        message.ack()
+        assert store.counts(QUEUE.name) == EMPTY

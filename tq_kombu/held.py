@@ -17,12 +17,14 @@ through the old, closed channel. So the leases live here, one registry per store
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
 import socket
 import sys
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -34,6 +36,8 @@ logger = logging.getLogger(__name__)
 HOSTNAME = socket.gethostname()
 #: Seconds between retries of settles that failed because the store was unreachable.
 RETRY_INTERVAL_SECONDS = 0.5
+#: At most how long a process exiting waits for the store to take its pending settles.
+EXIT_FLUSH_SECONDS = 5.0
 
 
 class HeldLeases:
@@ -181,10 +185,14 @@ class HeldLeases:
         with self._lock:
             if self._retrying is not None and self._retrying.is_alive():
                 return
-            self._retrying = threading.Thread(
+            thread = threading.Thread(
                 target=self._retry_pending, name="tq-settle-retry", daemon=True
             )
-            self._retrying.start()
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter shutting down: the exit flush retries
+                return
+            self._retrying = thread
 
     def _retry_pending(self) -> None:
         wake = threading.Event()
@@ -201,6 +209,25 @@ class HeldLeases:
                 except Exception:  # noqa: BLE001 - a thread of our own: report, go on
                     logger.exception("tq: could not %s message %s", action, lease.message_id)
             wake.wait(RETRY_INTERVAL_SECONDS)
+
+    def flush(self, deadline: float) -> None:
+        """Retry pending settles until none is left or ``deadline`` (monotonic) passes."""
+        while time.monotonic() < deadline:
+            with self._lock:
+                pending = list(self._pending.items())
+                self._pending.clear()
+            if not pending:
+                return
+            for tag, (lease, action, failed) in pending:
+                self._attempt(tag, lease, action, first=not failed, retry=failed)
+            time.sleep(RETRY_INTERVAL_SECONDS)
+        with self._lock:
+            if self._pending:
+                logger.warning(
+                    "tq: exiting with %d settles the store did not take; their messages "
+                    "return to their queues when their leases expire",
+                    len(self._pending),
+                )
 
     def retire_if_idle(self) -> None:
         """Stop the companion renewer when nothing is held (a transport closed)."""
@@ -242,3 +269,12 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """An ack that waits for the store should not be lost to a clean exit: give it a
+    few seconds."""
+    deadline = time.monotonic() + EXIT_FLUSH_SECONDS
+    for registry in list(_REGISTRIES.values()):
+        registry.flush(deadline)

@@ -27,6 +27,7 @@ import os
 import pickle
 import select
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -41,6 +42,8 @@ logger = logging.getLogger("tq_kombu.renewer")
 
 #: The longest the companion sleeps between checks that its parent is alive.
 PARENT_CHECK_SECONDS = 1.0
+#: A companion that dies sooner than this after its start is not started again.
+RESTART_MIN_SECONDS = 10.0
 
 
 class RenewLoop:
@@ -174,6 +177,7 @@ class Renewer:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._thread: LeaseKeeper | None = None
+        self._started_at = 0.0
         _RENEWERS.add(self)
 
     @property
@@ -222,34 +226,39 @@ class Renewer:
         if self.url.lower().startswith("memory:"):  # lives in this process only
             self._start_thread()
             return
-        config = {"url": self.url, "options": self.options, "parent_pid": os.getpid()}
-        lines = [base64.b64encode(pickle.dumps(config))]
-        lines += [
-            json.dumps(["hold", *lease_fields(lease), seconds]).encode()
-            for lease, seconds in self._held.items()
-        ]
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, path]))}
+        if self._process is not None and time.monotonic() - self._started_at < RESTART_MIN_SECONDS:
+            self._fall_back(f"it exited at once with code {self._process.poll()}")
+            return
         try:
+            config = {"url": self.url, "options": self.options, "parent_pid": os.getpid()}
+            lines = [base64.b64encode(pickle.dumps(config))]
+            lines += [
+                json.dumps(["hold", *lease_fields(lease), seconds]).encode()
+                for lease, seconds in self._held.items()
+            ]
             process = subprocess.Popen(
                 [sys.executable, "-m", "tq_kombu.renewer"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
-                env=env,
+                env=_companion_env(),
                 bufsize=0,
             )
             assert process.stdin is not None
             process.stdin.write(b"\n".join(lines) + b"\n")
-        except OSError as exc:
-            logger.warning(
-                "tq: cannot start the lease renewer process (%s); renewing from a thread, "
-                "which a task holding the GIL can starve",
-                exc,
-            )
-            self._start_thread()
+        except Exception as exc:  # noqa: BLE001 - any reason at all: renew from a thread
+            self._fall_back(str(exc))
             return
         self._process = process
+        self._started_at = time.monotonic()
+
+    def _fall_back(self, why: str) -> None:
+        logger.warning(
+            "tq: the lease renewer process cannot run (%s); renewing from a thread instead, "
+            "which a task holding the GIL can starve",
+            why,
+        )
+        self._process = None
+        self._start_thread()
 
     def _start_thread(self) -> None:
         self._thread = LeaseKeeper(self.store, min(self._held.values(), default=30.0))
@@ -276,6 +285,16 @@ class Renewer:
                 process.stdin.close()  # unbuffered: closes this process's copy of the pipe
             process.returncode = 0  # not ours to wait for
         self._thread = None
+
+
+def _companion_env() -> dict[str, str]:
+    """The environment of the companion: ours, able to import this very tq_kombu."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = [*site.getsitepackages(), site.getusersitepackages()]
+    if any(os.path.abspath(path) == package_root for path in installed):
+        return dict(os.environ)  # found there by default, ahead of nothing else
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, path]))}
 
 
 def lease_fields(lease: Lease) -> list[str]:
