@@ -31,8 +31,8 @@ app.conf.update(
 
 
 def record(event: str, label: str) -> None:
-    """Append ``event label worker`` to the journal (one short O_APPEND write)."""
-    line = f"{event} {label} {os.environ.get('TQ_WORKER', '?')}\n"
+    """Append ``event label worker unix-time`` to the journal (one short O_APPEND write)."""
+    line = f"{event} {label} {os.environ.get('TQ_WORKER', '?')} {time.time():.3f}\n"
     with open(os.environ["TQ_JOURNAL"], "a", encoding="utf-8") as journal:
         journal.write(line)
 

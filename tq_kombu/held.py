@@ -76,15 +76,6 @@ class HeldLeases:
             self.renewer.drop(lease)
         return lease
 
-    def lease_of(self, tag: str) -> Lease | None:
-        with self._lock:
-            return self._by_tag.get(tag)
-
-    def holding(self) -> int:
-        """How many delivery tags are held, pending or orphaned."""
-        with self._lock:
-            return len(self._by_tag) + len(self._pending)
-
     # -- settling -----------------------------------------------------------
     def settle(self, tag: str, action: str) -> None:
         """Finish a delivery: ack, requeue, reject (dead) or release. A store that cannot
