@@ -107,6 +107,16 @@ class HeldLeases:
                 self._pending[tag] = (lease, action, True)
             self._retry_soon()
             return False
+        except Exception:  # noqa: BLE001 - never leave a message held with nobody to settle it
+            logger.exception(
+                "tq: could not %s message %s in queue %r; it is no longer renewed and returns "
+                "to its queue when its lease runs out",
+                action,
+                lease.message_id,
+                lease.queue,
+            )
+            self.renewer.drop(lease)
+            return False
         self.renewer.drop(lease)
         if retry:
             logger.info("tq: %s of message %s went through after a retry", action, lease.message_id)

@@ -23,10 +23,6 @@ from .schema import ensure_schema
 __all__ = ["FORK_GUARD", "Database"]
 
 
-class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced (so ``close()`` finds every thread's)."""
-
-
 #: Connections inherited from a parent process: never used and never closed here,
 #: because closing them in the child could disturb the parent's locks and WAL.
 _INHERITED: list[sqlite3.Connection] = []
@@ -70,7 +66,6 @@ class Database:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._generation = 0
-        self._connections: weakref.WeakKeyDictionary[_Connection, int] = weakref.WeakKeyDictionary()
         self._schema_checked_in: int | None = None
         _DATABASES.add(self)
 
@@ -84,6 +79,9 @@ class Database:
                 return conn
             if local.pid != pid:
                 _INHERITED.append(conn)
+            else:  # closed store (a new generation): this thread closes its own
+                with suppress(sqlite3.Error):
+                    conn.close()
             local.conn = None
         conn = self._open()
         local.conn, local.pid, local.generation = conn, pid, self._generation
@@ -105,11 +103,9 @@ class Database:
                 timeout=self.busy_timeout_seconds,
                 isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
                 check_same_thread=False,  # only close() touches another thread's connection
-                factory=_Connection,
             )
         except sqlite3.Error as exc:
             raise self.error("opening the database", exc) from exc
-        assert isinstance(conn, _Connection)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_seconds * 1000)}")
             row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -129,8 +125,6 @@ class Database:
             if isinstance(exc, sqlite3.Error):
                 raise self.error("opening the database", exc) from exc
             raise
-        with self._lock:
-            self._connections[conn] = os.getpid()
         return conn
 
     def error(self, action: str, exc: sqlite3.Error) -> StoreError:
@@ -185,19 +179,20 @@ class Database:
             raise self.error(action, exc) from exc
 
     def close(self) -> None:
-        """Close every connection this process opened; the next use reconnects."""
-        pid = os.getpid()
+        """Close this thread's connection; every other thread closes its own on its next
+        use (closing a connection another thread is using is undefined behaviour in
+        SQLite), and connections of threads that ended are closed with them."""
         with self._lock:
             self._generation += 1
-            owned = list(self._connections.items())
-            self._connections.clear()
-        for conn, owner in owned:
-            if owner == pid:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None:
+            local.conn = None
+            if local.pid == os.getpid():
                 with suppress(sqlite3.Error):
                     conn.close()
             else:
                 _INHERITED.append(conn)
-        self._local = threading.local()
 
 
 class UsesDatabase:
