@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kombu import Connection, Consumer, Producer, Queue
+from kombu import Connection, Consumer, Queue
 
 import tq_kombu  # noqa: F401  (registers tq+)
 from tq_kombu.renewer import RenewLoop
@@ -31,28 +31,13 @@ from tq_kombu.store import Store, open_store
 from tq_kombu.store.base import NewMessage, QueueCounts
 
 from .conftest import RedisServer
+from .kombu_helpers import counts, publish
 from .test_tls import port_open, tls_redis  # noqa: F401  (a fixture)
 from .workers import wait_for
 
 QUEUE = Queue("held", routing_key="held")
 LEASE_SECONDS = 1.0
 EMPTY = QueueCounts()
-
-
-def publish(conn: Connection, *bodies: Any) -> None:
-    channel = conn.channel()
-    QUEUE(channel).declare()
-    producer = Producer(channel, routing_key=QUEUE.routing_key)
-    for body in bodies:
-        producer.publish(body, serializer="json")
-
-
-def counts(store_url: str) -> QueueCounts:
-    store = open_store(store_url)
-    try:
-        return store.counts(QUEUE.name)
-    finally:
-        store.close()
 
 
 def thief_fetch(store_url: str) -> int:
@@ -91,39 +76,41 @@ def test_a_message_is_acked_through_its_channel_after_the_connection_was_lost(
     connection: Connection, store_url: str
 ) -> None:
     # Given a message delivered and not yet acked (a running task)
-    publish(connection, {"n": 1})
+    publish(connection, QUEUE, {"n": 1})
     message = consume_one(connection)
     # When kombu collects the connection as Celery does after losing it
     connection.collect()
     # Then the message stays leased (renewed: nobody else can take it) past its lease
     time.sleep(2 * LEASE_SECONDS)  # sampling point: a lease left alone would have expired
-    assert counts(store_url) == QueueCounts(inflight=1)
+    assert counts(store_url, QUEUE) == QueueCounts(inflight=1)
     assert thief_fetch(store_url) == 0
     # and the task's ack through the dead channel settles it
     message.ack()
-    assert counts(store_url) == EMPTY
+    assert counts(store_url, QUEUE) == EMPTY
 
 
 def test_a_message_dropped_after_a_lost_connection_returns_to_its_queue(
     connection: Connection, store_url: str
 ) -> None:
     # Given a message delivered and not acked, then the connection is lost
-    publish(connection, {"n": 1})
+    publish(connection, QUEUE, {"n": 1})
     message = consume_one(connection)
     connection.collect()
-    assert counts(store_url) == QueueCounts(inflight=1)
+    assert counts(store_url, QUEUE) == QueueCounts(inflight=1)
     # When the consumer drops it (Celery forgets requests it had not started)
     del message
     gc.collect()
     # Then it is given back at once, not when its lease would run out
-    wait_for(lambda: counts(store_url) == QueueCounts(ready=1), 3, "the message to be released")
+    wait_for(
+        lambda: counts(store_url, QUEUE) == QueueCounts(ready=1), 3, "the message to be released"
+    )
 
 
 def test_a_fetched_batch_stays_leased_while_the_first_message_holds_the_gil(
     connection: Connection, store_url: str
 ) -> None:
     # Given three messages fetched in one batch (prefetch 3)
-    publish(connection, {"n": 0}, {"n": 1}, {"n": 2})
+    publish(connection, QUEUE, {"n": 0}, {"n": 1}, {"n": 2})
     seen: list[int] = []
     stolen: list[int] = []
 
@@ -144,7 +131,7 @@ def test_a_fetched_batch_stays_leased_while_the_first_message_holds_the_gil(
             connection.drain_events(timeout=5)
     assert stolen == [0]
     assert sorted(seen) == [0, 1, 2]
-    assert counts(store_url) == EMPTY
+    assert counts(store_url, QUEUE) == EMPTY
 
 
 def test_an_ack_made_while_redis_is_down_goes_through_once_it_is_back(
@@ -156,7 +143,7 @@ def test_an_ack_made_while_redis_is_down_goes_through_once_it_is_back(
     try:
         url = server.url
         with Connection(f"tq+{url}", transport_options={"lease_seconds": 4}) as conn:
-            publish(conn, {"n": 1})
+            publish(conn, QUEUE, {"n": 1})
             message = consume_one(conn)
             # When Redis stops and the task acks meanwhile
             server.stop()
@@ -165,7 +152,7 @@ def test_an_ack_made_while_redis_is_down_goes_through_once_it_is_back(
             assert "retrying while its lease holds" in caplog.text
             # Then the ack reaches Redis once it is back (same port, same data)
             server.start()
-            wait_for(lambda: counts(url) == EMPTY, 10, "the retried ack to reach Redis")
+            wait_for(lambda: counts(url, QUEUE) == EMPTY, 10, "the retried ack to reach Redis")
     finally:
         server.stop()
 
@@ -206,7 +193,7 @@ def test_an_ack_made_while_sqlite_is_locked_goes_through_once_it_is_free(
     options = {"lease_seconds": 4, "busy_timeout_seconds": 0.1}
     with Connection(f"tq+{url}", transport_options=options) as conn:
         # Given a delivered message, and another process holding the database's write lock
-        publish(conn, {"n": 1})
+        publish(conn, QUEUE, {"n": 1})
         message = consume_one(conn)
         locker = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
@@ -219,7 +206,7 @@ def test_an_ack_made_while_sqlite_is_locked_goes_through_once_it_is_free(
             # Then the ack is retried and goes through once the lock is released
             locker.execute("COMMIT")
             locker.close()
-        wait_for(lambda: counts(url) == EMPTY, 10, "the retried ack to reach the database")
+        wait_for(lambda: counts(url, QUEUE) == EMPTY, 10, "the retried ack to reach the database")
 
 
 def assert_renewed_by_the_companion(
@@ -229,7 +216,7 @@ def assert_renewed_by_the_companion(
     take it: the companion process renewed it through a store opened like ours."""
     transport_options = {"lease_seconds": LEASE_SECONDS, **options}
     with Connection(broker_url, transport_options=transport_options, **connection) as conn:
-        publish(conn, {"n": 1})
+        publish(conn, QUEUE, {"n": 1})
         message = consume_one(conn)
         assert conn.transport.held.renewer.running
         time.sleep(2.5 * LEASE_SECONDS)  # sampling point: an unrenewed lease has expired
@@ -268,7 +255,7 @@ def test_a_memory_store_is_renewed_from_a_thread_of_the_process(memory_url: str)
     # Given a store living in this process only, no companion process can reach it
     store = open_store(memory_url)
     with Connection(f"tq+{memory_url}", transport_options={"lease_seconds": LEASE_SECONDS}) as conn:
-        publish(conn, {"n": 1})
+        publish(conn, QUEUE, {"n": 1})
         message = consume_one(conn)
         # Then a thread renews the lease instead
         assert not conn.transport.held.renewer.running

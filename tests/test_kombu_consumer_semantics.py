@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection, Consumer, Producer, Queue
+from kombu import Connection, Consumer, Queue
 
 import tq_kombu  # noqa: F401  (registers tq+)
-from tq_kombu.store import open_store
 from tq_kombu.store.base import QueueCounts
+
+from .kombu_helpers import counts, publish
 
 QUEUE = Queue("semantics", routing_key="semantics")
 
@@ -25,25 +26,9 @@ def connection(store_url: str) -> Iterator[Connection]:
         yield conn
 
 
-def publish(conn: Connection, *bodies: Any) -> None:
-    channel = conn.channel()
-    QUEUE(channel).declare()
-    producer = Producer(channel, routing_key=QUEUE.routing_key)
-    for body in bodies:
-        producer.publish(body, serializer="json")
-
-
-def counts(store_url: str) -> QueueCounts:
-    store = open_store(store_url)
-    try:
-        return store.counts(QUEUE.name)
-    finally:
-        store.close()
-
-
 def test_each_drain_events_call_hands_over_one_message(connection: Connection) -> None:
     # Given two messages waiting
-    publish(connection, {"n": 0}, {"n": 1})
+    publish(connection, QUEUE, {"n": 0}, {"n": 1})
     got: list[Any] = []
     consumer = Consumer(
         connection.channel(), [QUEUE], callbacks=[lambda body, m: got.append(body)], no_ack=True
@@ -62,7 +47,7 @@ def test_each_drain_events_call_hands_over_one_message(connection: Connection) -
 def test_a_message_consumed_without_ack_is_gone_from_the_store(
     connection: Connection, store_url: str
 ) -> None:
-    publish(connection, {"n": 0})
+    publish(connection, QUEUE, {"n": 0})
     got: list[Any] = []
     consumer = Consumer(
         connection.channel(), [QUEUE], callbacks=[lambda body, m: got.append(body)], no_ack=True
@@ -70,16 +55,16 @@ def test_a_message_consumed_without_ack_is_gone_from_the_store(
     with consumer:
         connection.drain_events(timeout=5)
     assert got == [{"n": 0}]
-    assert counts(store_url) == QueueCounts()
+    assert counts(store_url, QUEUE) == QueueCounts()
 
 
 def test_a_message_got_without_ack_is_gone_from_the_store(
     connection: Connection, store_url: str
 ) -> None:
-    publish(connection, {"n": 0})
+    publish(connection, QUEUE, {"n": 0})
     simple = connection.SimpleQueue(QUEUE, no_ack=True)
     try:
         assert simple.get(timeout=5).payload == {"n": 0}
     finally:
         simple.close()
-    assert counts(store_url) == QueueCounts()
+    assert counts(store_url, QUEUE) == QueueCounts()

@@ -11,13 +11,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection, Consumer, Producer, Queue
+from kombu import Connection, Consumer, Queue
 
 import tq_kombu
 from tq_kombu.envelope import Envelope
 from tq_kombu.keyring import keyring_from_options
 from tq_kombu.store import Store, open_store
 from tq_kombu.store.base import NewMessage, QueueCounts, State
+
+from .kombu_helpers import publish
 
 QUEUE = Queue("poison", routing_key="poison")
 MiB = 1024 * 1024
@@ -32,14 +34,6 @@ def store(store_url: str) -> Iterator[Store]:
     opened = open_store(store_url)
     yield opened
     opened.close()
-
-
-def publish(conn: Connection, *bodies: Any) -> None:
-    channel = conn.channel()
-    QUEUE(channel).declare()
-    producer = Producer(channel, routing_key=QUEUE.routing_key)
-    for body in bodies:
-        producer.publish(body, serializer="json")
 
 
 def consume(
@@ -85,9 +79,9 @@ def test_a_message_published_without_encryption_never_reaches_an_encrypted_consu
 ) -> None:
     # Given a producer with encryption off (no key) publishing into an encrypted store
     with connect(store_url, encryption="off") as forger:
-        publish(forger, {"forged": True})
+        publish(forger, QUEUE, {"forged": True})
     with connect(store_url) as conn:
-        publish(conn, {"good": 1})
+        publish(conn, QUEUE, {"good": 1})
         # When the encrypted consumer consumes, Then only the sealed message arrives
         assert consume(conn, 1) == [{"good": 1}]
     # And the forged one is dead as undecryptable, "not sealed"
@@ -106,7 +100,7 @@ def test_an_authentic_malformed_message_goes_dead_and_the_good_one_is_consumed(
     # Given a malformed message sealed with the right key, ahead of a good one
     store.enqueue(QUEUE.name, sealed(shape))
     with connect(store_url) as conn:
-        publish(conn, {"good": 1})
+        publish(conn, QUEUE, {"good": 1})
         # When a consumer consumes, Then it gets the good one and sees no error
         assert consume(conn, 1) == [{"good": 1}]
     # And the malformed one is dead as malformed
@@ -119,8 +113,8 @@ def test_publishing_over_max_message_bytes_fails_at_publish_and_stores_nothing(
 ) -> None:
     with connect(store_url, max_message_bytes=MiB) as conn:
         with pytest.raises(tq_kombu.MessageTooLarge, match="max_message_bytes=1048576"):
-            publish(conn, {"blob": "x" * (2 * MiB)})
-        publish(conn, {"blob": "small"})
+            publish(conn, QUEUE, {"blob": "x" * (2 * MiB)})
+        publish(conn, QUEUE, {"blob": "small"})
     assert store.counts(QUEUE.name) == QueueCounts(ready=1)
 
 
@@ -130,7 +124,7 @@ def test_a_message_over_the_consumers_bound_goes_dead_as_too_large(
     # Given a producer allowed 8 MiB, a consumer bounded to 1 MiB, and a compressible 3 MiB
     # message (stored small) ahead of a good one
     with connect(store_url, max_message_bytes=8 * MiB) as producer:
-        publish(producer, {"blob": "z" * (3 * MiB)}, {"good": 1})
+        publish(producer, QUEUE, {"blob": "z" * (3 * MiB)}, {"good": 1})
     with connect(store_url, max_message_bytes=MiB) as conn:
         # When the consumer consumes, Then the large one is dead as too_large
         assert consume(conn, 1) == [{"good": 1}]
@@ -142,7 +136,7 @@ def test_a_message_the_consumer_crashes_on_is_set_aside_and_frees_its_prefetch_s
 ) -> None:
     # Given a consumer with a prefetch of one, and a message it raises on, then a good one
     with connect(store_url) as conn:
-        publish(conn, {"crash": True}, {"good": 1})
+        publish(conn, QUEUE, {"crash": True}, {"good": 1})
         # When it consumes, Then no error reaches it and the good one still arrives
         assert consume(conn, 1, prefetch=1) == [{"good": 1}]
     # And the crashing message is dead as malformed, naming the error
@@ -153,7 +147,7 @@ def test_a_message_the_consumer_crashes_on_is_set_aside_and_frees_its_prefetch_s
 def test_a_message_released_at_close_keeps_its_delivery_count(store_url: str, store: Store) -> None:
     # Given a message delivered to a consumer that closes without acknowledging it
     with connect(store_url) as conn:
-        publish(conn, {"n": 1})
+        publish(conn, QUEUE, {"n": 1})
         channel = conn.channel()
         held: list[Any] = []
         with Consumer(channel, [QUEUE], callbacks=[lambda body, m: held.append(m)]):
