@@ -46,7 +46,7 @@ from kombu.serialization import dumps
 from tq_kombu.admin import Admin, failure_record
 from tq_kombu.errors import ConfigurationError
 from tq_kombu.priority import DEFAULT_PRIORITY
-from tq_kombu.store.base import DeadLetter, DeadReason, State
+from tq_kombu.store.model import DeadLetter, DeadReason, State
 from tq_kombu.transport import DELIVERY_PROPERTY, HOSTNAME
 
 logger = logging.getLogger(__name__)

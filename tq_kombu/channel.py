@@ -24,7 +24,7 @@ from .envelope import Envelope, EnvelopeError
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
 from .queue_lifetime import lifetime_of, message_ttl_seconds
 from .store import Store
-from .store.base import (
+from .store.model import (
     Binding,
     DeadLetter,
     Delivery,

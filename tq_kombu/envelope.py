@@ -29,7 +29,7 @@ from kombu.utils.json import dumps, loads
 from .errors import ConfigurationError, MessageTooLarge, TQError
 from .keyring import KeyRing, keyring_from_options
 from .message_check import MalformedMessage, check_message
-from .store.base import DeadReason
+from .store.model import DeadReason
 
 PLAIN = 1
 ENCRYPTED = 2

@@ -30,7 +30,8 @@ from typing import Any
 
 from .errors import StoreError
 from .renewer import Renewer
-from .store.base import DeadLetter, DeadReason, Lease, State, Store
+from .store.contract import Store
+from .store.model import DeadLetter, DeadReason, Lease, State
 
 logger = logging.getLogger(__name__)
 HOSTNAME = socket.gethostname()

@@ -9,7 +9,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from .store.base import Lease, Store
+from .store.contract import HotPath
+from .store.model import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 class LeaseKeeper:
     """Holds leases and renews them every ``lease_seconds / 3`` until released."""
 
-    def __init__(self, store: Store, lease_seconds: float) -> None:
+    def __init__(self, store: HotPath, lease_seconds: float) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self.interval_seconds = max(lease_seconds / 3, 0.05)

@@ -18,7 +18,8 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .options import OPTIONS
-from .store.base import Binding, QueueLifetime, Store
+from .store.contract import Routing
+from .store.model import Binding, QueueLifetime
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class QueueKeeper:
 
     def __init__(
         self,
-        store: Store,
+        store: Routing,
         consumed: Callable[[], Iterable[str]],
         sweep_interval_seconds: float = QUEUE_SWEEP_INTERVAL_SECONDS,
     ) -> None:

@@ -36,7 +36,8 @@ import weakref
 from typing import Any
 
 from .lease import LeaseKeeper
-from .store.base import Lease, Store
+from .store.contract import HotPath, Store
+from .store.model import Lease
 
 logger = logging.getLogger("tq_kombu.renewer")
 
@@ -49,7 +50,7 @@ RESTART_MIN_SECONDS = 10.0
 class RenewLoop:
     """What the companion process does, apart from reading its pipe (testable in-process)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: HotPath) -> None:
         self.store = store
         #: Held leases and their lease time in seconds.
         self.held: dict[Lease, float] = {}

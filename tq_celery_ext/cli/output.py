@@ -15,7 +15,7 @@ from celery.bin.base import CeleryCommand
 
 from tq_kombu.admin import Admin, UnknownQueue, message_fields
 from tq_kombu.errors import ConfigurationError, MessageNotFound, PriorityError, TQError
-from tq_kombu.store.base import MessageInfo
+from tq_kombu.store.model import MessageInfo
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2

@@ -30,7 +30,7 @@ from ..errors import ConfigurationError, MessageNotFound, TQError
 from ..options import STORE_LAYERS, names, settings
 from ..priority import normalize_priority
 from ..store import Store, open_store
-from ..store.base import DeadLetter, MessageInfo, NewMessage, QueueCounts, State
+from ..store.model import DeadLetter, MessageInfo, NewMessage, QueueCounts, State
 from ..urls import store_url
 from .records import (
     decode_body,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigurationError
-from .base import Store
+from .contract import Store
 
 __all__ = ["Store", "open_store"]
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..options import OPTIONS, check_option
-from .base import RetentionPolicy
+from .model import RetentionPolicy
 
 
 def retention_from_options(options: Mapping[str, Any]) -> RetentionPolicy:
