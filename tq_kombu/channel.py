@@ -326,8 +326,9 @@ class Channel(virtual.Channel):
         result = self.store.fetch(
             queues, wanted, self.consumer_id, self.lease_seconds, self.max_deliveries
         )
-        for delivery in result.deliveries:
-            self.held.hold(delivery.lease, self.lease_seconds)
+        leases = [delivery.lease for delivery in result.deliveries]
+        if leases:
+            self.held.hold_batch(leases, self.lease_seconds)
         return result
 
     def _open(self, delivery: Delivery) -> dict[str, Any] | None:

@@ -64,6 +64,10 @@ class HeldLeases:
                 self._by_tag[tag] = lease
         self.renewer.hold(lease, lease_seconds)
 
+    def hold_batch(self, leases: list[Lease], lease_seconds: float) -> None:
+        """Hold (and renew) every lease of a fetched batch, in one word to the renewer."""
+        self.renewer.hold_many(leases, lease_seconds)
+
     def forget(self, lease: Lease) -> None:
         """Stop renewing a lease settled elsewhere (e.g. set aside as unreadable)."""
         self.renewer.drop(lease)

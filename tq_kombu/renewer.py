@@ -56,6 +56,9 @@ class RenewLoop:
         self.held: dict[Lease, float] = {}
         #: Held leases the parent is settling: losing one of them is not worth a warning.
         self.settling: set[Lease] = set()
+        #: Held leases found lost once: the parent may have just settled them (its drop is
+        #: on its way); lost again at the next renewal, they are reported.
+        self.suspect: set[Lease] = set()
         self.next_renewal = time.monotonic()
         self._failing = False
 
@@ -66,11 +69,13 @@ class RenewLoop:
         if verb == "hold":
             self.held[lease] = float(command[4])
             self.settling.discard(lease)
+            self.suspect.discard(lease)
         elif verb == "settling":
             self.settling.add(lease)
         elif verb == "drop":
             self.held.pop(lease, None)
             self.settling.discard(lease)
+            self.suspect.discard(lease)
 
     @property
     def interval_seconds(self) -> float:
@@ -100,7 +105,12 @@ class RenewLoop:
             for command in more_commands():
                 self.apply(command)
         for lease in lost:
-            if lease in self.held and lease not in self.settling:
+            if lease not in self.held:
+                continue
+            if lease not in self.settling and lease not in self.suspect:
+                self.suspect.add(lease)  # settled a moment ago, most likely: ask again later
+                continue
+            if lease not in self.settling:
                 logger.warning(
                     "tq: lost the lease of message %s in queue %r (it expired and was handed "
                     "to another consumer); raise lease_seconds if the worker was stalled",
@@ -109,6 +119,7 @@ class RenewLoop:
                 )
             self.held.pop(lease, None)
             self.settling.discard(lease)
+            self.suspect.discard(lease)
 
 
 class _Pipe:
@@ -186,14 +197,25 @@ class Renewer:
         return self._process is not None and self._process.poll() is None
 
     def hold(self, lease: Lease, lease_seconds: float) -> None:
+        self.hold_many([lease], lease_seconds)
+
+    def hold_many(self, leases: list[Lease], lease_seconds: float) -> None:
+        """Hold leases not held yet, told to the companion in one write (a fetched batch)."""
         with self._lock:
-            self._held[lease] = lease_seconds
-            self._send(["hold", *lease_fields(lease), lease_seconds])
+            new = [lease for lease in leases if self._held.get(lease) != lease_seconds]
+            if not new:
+                return
+            for lease in new:
+                self._held[lease] = lease_seconds
+            self._send_many([["hold", *lease_fields(lease), lease_seconds] for lease in new])
 
     def settling(self, lease: Lease) -> None:
+        """Say a held lease is being settled. The companion is not told (one write less a
+        message): it reports a lease lost only when lost twice in a row, by when the drop
+        of a settled one has come."""
         with self._lock:
-            if lease in self._held:
-                self._send(["settling", *lease_fields(lease)])
+            if lease in self._held and self._thread is not None:
+                self._thread_apply(["settling", *lease_fields(lease)])
 
     def drop(self, lease: Lease) -> None:
         with self._lock:
@@ -211,15 +233,19 @@ class Renewer:
                 self._thread = None
 
     def _send(self, command: list[Any]) -> None:
+        self._send_many([command])
+
+    def _send_many(self, commands: list[list[Any]]) -> None:
         if self._thread is not None:
-            self._thread_apply(command)
+            for command in commands:
+                self._thread_apply(command)
             return
         if not self.running:
             self._start()
             return
         assert self._process is not None and self._process.stdin is not None
         try:
-            self._process.stdin.write(json.dumps(command).encode() + b"\n")
+            self._process.stdin.write(b"".join(json.dumps(c).encode() + b"\n" for c in commands))
         except OSError:  # it died: start another, told everything held
             self._start()
 
