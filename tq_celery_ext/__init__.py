@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .dead_letters import FailureRecorder
+from .limits import connect as connect_limits
 
 __all__ = ["install"]
 
@@ -21,4 +22,5 @@ def install(app: Any) -> FailureRecorder:
     recorder = FailureRecorder(app)
     recorder.connect()
     app.tq = recorder
+    connect_limits(app)
     return recorder

@@ -1,0 +1,46 @@
+"""Checking an app's limits when ``celery worker`` starts, before it consumes anything.
+
+Connected to Celery's ``worker_init`` (sent once the worker imported every task
+module, ``-I`` includes too): a limit setup error ends the worker with one line on
+stderr and exit code 1, as tq's broker setup errors do (:mod:`tq_kombu.appconf`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tq_kombu.appconf import EXIT_SETUP
+from tq_kombu.errors import ConfigurationError
+
+from .config import CONCURRENCY_SETTING, RATE_SETTING, AppLimits, app_limits
+
+HINT = (
+    f"check {RATE_SETTING}, {CONCURRENCY_SETTING} and the tasks' "
+    "tq_rate_limit, tq_concurrency_limit and tq_limit_key"
+)
+
+
+class StartupCheck:
+    """``worker_init`` receiver for one app: its limits, checked; kept for later use."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.limits: AppLimits | None = None
+
+    def connect(self) -> None:
+        from celery.signals import worker_init
+
+        worker_init.connect(
+            self.on_worker_init, weak=False, dispatch_uid=f"tq-limits-{id(self.app)}"
+        )
+
+    def on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not self.app:
+            return
+        try:
+            self.limits = app_limits(self.app)
+        except ConfigurationError as exc:
+            sys.stderr.write(f"error: tq cannot start: {exc}\n  ({HINT})\n")
+            sys.stderr.flush()
+            raise SystemExit(EXIT_SETUP) from None
