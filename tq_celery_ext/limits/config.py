@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import difflib
 import enum
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from celery.local import Proxy
 from kombu.utils.imports import symbol_by_name
 
 from tq_kombu.errors import ConfigurationError
@@ -124,6 +126,8 @@ def _concurrency(value: object, setting: str) -> int:
 
 def plan_task(task: Any, definitions: Definitions) -> tuple[TaskPlan | None, Rate | None]:
     """The plan of one task (None: no limits) and its inline rate, if it has one."""
+    if isinstance(task, Proxy):  # a task of an app not finalized yet
+        task = task._get_current_object()
     name = str(task.name)
     limits: list[LimitRef] = []
     inline: Rate | None = None
@@ -143,7 +147,7 @@ def plan_task(task: Any, definitions: Definitions) -> tuple[TaskPlan | None, Rat
                 name, TASK_CONCURRENCY, concurrency, CONCURRENCY_SETTING, definitions.concurrency
             )
         limits.append(LimitRef(Kind.CONCURRENCY, concurrency))
-    key_function = _key_function(name, getattr(task, TASK_KEY, None))
+    key_function = _key_function(name, _unbound(task, TASK_KEY))
     if not limits:
         if key_function is not None:
             raise ConfigurationError(
@@ -168,6 +172,13 @@ def unknown_limit(
         f"task {task!r} has {attribute}={value!r}, which is not a limit in {setting} "
         f"({listed}); name one of them{example} or add it to {setting}"
     )
+
+
+def _unbound(task: Any, attribute: str) -> object:
+    """A task attribute as it was given: Celery makes task options class attributes, so
+    ``getattr`` would bind a function given as ``tq_limit_key`` to the task."""
+    value = inspect.getattr_static(task, attribute, None)
+    return value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
 
 
 def _key_function(task: str, value: object) -> KeyFunction | None:
