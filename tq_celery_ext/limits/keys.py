@@ -8,7 +8,8 @@ built: protocol 2 ``(args, kwargs, embed)``, protocol 1 a dict with ``args`` and
     tq_limits = [{"kind": "rate", "name": "api_calls", "key": "acme"}, ...]
 
 for a task of the app under limits (nothing for the others). The signal is
-process-wide: each app's tagger handles the task names that app registers. A task
+process-wide and does not name the app: the most recently installed app that
+registers the task name tags the message. A task
 published by name only (``send_task``) from a process that does not register it gets
 no limits here (see docs/architecture.md, "Limits"). Every publish counts: a retry
 (``task.retry`` publishes again) and an ETA task alike; a store decides when a message
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,11 +92,17 @@ class PublishTagger:
         self._lock = threading.Lock()
 
     def connect(self) -> None:
+        """Tag this app's messages from now on (the app keeps this tagger alive)."""
+        self.app._tq_limits_tagger = self
+        _TAGGERS[:] = [ref for ref in _TAGGERS if ref() is not None] + [weakref.ref(self)]
         from celery.signals import before_task_publish
 
         before_task_publish.connect(
-            self.on_before_task_publish, weak=False, dispatch_uid=f"tq-limits-{id(self.app)}"
+            _on_before_task_publish, weak=False, dispatch_uid="tq-limits-publish"
         )
+
+    def handles(self, task_name: str) -> bool:
+        return task_name in self.app.tasks
 
     def plan(self, task_name: str) -> TaskPlan | None:
         """The plan of a task this app knows (None: unknown task or no limits)."""
@@ -110,17 +118,12 @@ class PublishTagger:
             self._plans[task_name] = plan
         return plan
 
-    def on_before_task_publish(
-        self, sender: Any = None, body: Any = None, headers: Any = None, **_: Any
-    ) -> None:
-        if not isinstance(headers, dict) or not isinstance(sender, str):
-            return
-        if sender not in self.app.tasks:
-            return  # another app's task (the signal is process-wide), or one sent by name
+    def tag(self, task_name: str, body: Any, headers: dict[str, Any]) -> None:
+        """Set (or replace) the limit headers of one message of ``task_name``."""
         headers.pop(LIMITS_HEADER, None)
         headers.pop(LIMIT_ERROR_HEADER, None)
         try:
-            plan = self.plan(sender)
+            plan = self.plan(task_name)
             if plan is None:
                 return
             args, kwargs = task_arguments(body)
@@ -128,3 +131,22 @@ class PublishTagger:
         except TQError as exc:
             headers[LIMIT_ERROR_HEADER] = str(exc)
             logger.error("tq: %s", exc)
+
+
+#: The taggers of every app installed in this process, oldest first (weakly: an app
+#: that is gone takes its tagger with it).
+_TAGGERS: list[weakref.ref[PublishTagger]] = []
+
+
+def _on_before_task_publish(
+    sender: Any = None, body: Any = None, headers: Any = None, **_: Any
+) -> None:
+    """``before_task_publish`` is process-wide and does not say which app publishes: the
+    most recently installed app that registers the task tags its message."""
+    if not isinstance(headers, dict) or not isinstance(sender, str):
+        return
+    for ref in reversed(_TAGGERS):
+        tagger = ref()
+        if tagger is not None and tagger.handles(sender):
+            tagger.tag(sender, body, headers)
+            return
