@@ -14,6 +14,8 @@ from kombu import Connection
 
 import tq_celery_ext
 from tq_celery_ext.limits import LIMIT_ERROR_HEADER, LIMITS_HEADER
+from tq_kombu.errors import LimitKeyError
+from tq_kombu.limit_headers import LimitTag, limit_tags
 
 RATES = {"api_calls": "100/m"}
 
@@ -155,3 +157,42 @@ def test_a_task_another_app_registers_is_left_alone(app: Celery) -> None:
     # and the first app's messages still get theirs
     app.tasks["pub.call_api"].delay(tenant="acme")
     assert stored_headers(app)[LIMITS_HEADER][0]["key"] == "acme"
+
+
+# -- what the transport will read from the stored headers --------------------------------
+
+
+def test_the_transport_reads_back_the_limits_a_published_message_carries(app: Celery) -> None:
+    app.tasks["pub.report"].delay(1)
+    assert limit_tags(stored_headers(app)) == (
+        LimitTag("rate", "@pub.report", ""),
+        LimitTag("concurrency", "heavy", ""),
+    )
+
+
+def test_a_message_whose_key_could_not_be_computed_is_refused_with_the_publishers_reason(
+    app: Celery,
+) -> None:
+    app.tasks["pub.broken"].delay()
+    with pytest.raises(LimitKeyError, match="^task 'pub.broken': its tq_limit_key raised"):
+        limit_tags(stored_headers(app))
+
+
+def test_a_message_without_limit_headers_is_under_no_limit() -> None:
+    assert limit_tags({"task": "x"}) == ()
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        "api_calls",
+        [{"kind": "rate", "name": "api_calls"}],
+        [{"kind": "window", "name": "api_calls", "key": ""}],
+        [{"kind": "rate", "name": "", "key": ""}],
+        [{"kind": "rate", "name": "api_calls", "key": 7}],
+        [{"kind": "rate", "name": "api_calls", "key": "k" * 201}],
+    ],
+)
+def test_a_malformed_limits_header_is_refused_naming_the_task(entries: Any) -> None:
+    with pytest.raises(LimitKeyError, match=r"^task 'pub.x': the tq_limits header .* is malformed"):
+        limit_tags({"task": "pub.x", LIMITS_HEADER: entries})

@@ -29,3 +29,8 @@ class MessageNotFound(TQError, LookupError):
 
 class MessageTooLarge(TQError, ValueError):
     """A message is over ``max_message_bytes``; the message names its size and the option."""
+
+
+class LimitKeyError(TQError, ValueError):
+    """A message's limits could not be worked out at publish (its task's ``tq_limit_key``
+    failed, or its ``tq_limits`` header is malformed); the message names the task."""

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tq_kombu.errors import LimitKeyError
+from tq_kombu.limit_headers import LIMIT_ERROR_HEADER, LIMITS_HEADER
+
 from .config import AppLimits, Definitions, Kind, LimitRef, TaskPlan, app_limits
 from .gcra import Grant, decide, take
-from .keys import LIMIT_ERROR_HEADER, LIMITS_HEADER, LimitKeyError, PublishTagger
+from .keys import PublishTagger
 from .rates import Rate, parse_rate
 from .startup import StartupCheck
 

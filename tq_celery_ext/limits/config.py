@@ -32,6 +32,7 @@ from celery.local import Proxy
 from kombu.utils.imports import symbol_by_name
 
 from tq_kombu.errors import ConfigurationError
+from tq_kombu.limit_headers import MAX_NAME_CHARS
 
 from .rates import Rate, parse_rate
 
@@ -42,7 +43,6 @@ TASK_CONCURRENCY = "tq_concurrency_limit"
 TASK_KEY = "tq_limit_key"
 #: Inline rates are named after their task with this prefix.
 INLINE_PREFIX = "@"
-MAX_NAME_CHARS = 200
 MAX_CONCURRENCY = 1_000_000
 
 KeyFunction = Callable[[Any, Any], object]

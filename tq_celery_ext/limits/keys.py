@@ -30,22 +30,12 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from tq_kombu.errors import TQError
+from tq_kombu.errors import LimitKeyError, TQError
+from tq_kombu.limit_headers import LIMIT_ERROR_HEADER, LIMITS_HEADER, MAX_KEY_CHARS
 
 from .config import Definitions, TaskPlan, plan_task, read_definitions
 
 logger = logging.getLogger(__name__)
-
-#: Header naming the limits of a message and its key in each.
-LIMITS_HEADER = "tq_limits"
-#: Header telling the transport why the message's limits could not be computed.
-LIMIT_ERROR_HEADER = "tq_limit_error"
-#: Longest key a key function may return.
-MAX_KEY_CHARS = 200
-
-
-class LimitKeyError(TQError, ValueError):
-    """A task's ``tq_limit_key`` failed or returned no usable key for one message."""
 
 
 def limit_key(plan: TaskPlan, args: Any, kwargs: Any) -> str:
