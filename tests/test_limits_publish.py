@@ -72,6 +72,14 @@ def app() -> Celery:
     )
     def numeric() -> None: ...
 
+    @app.task(
+        shared=False,
+        name="pub.long",
+        tq_rate_limit="api_calls",
+        tq_limit_key=lambda a, k: "k" * 201,
+    )
+    def long(secret: str) -> None: ...
+
     return app
 
 
@@ -127,19 +135,33 @@ def test_a_republished_message_gets_its_limits_computed_again(app: Celery) -> No
 @pytest.mark.parametrize(
     ("task", "problem"),
     [
-        ("pub.broken", "its tq_limit_key raised KeyError: 'tenant' for args=() kwargs={}"),
-        ("pub.numeric", "its tq_limit_key returned 42 for args=() kwargs={}; it must return"),
+        (
+            "pub.broken",
+            "its tq_limit_key raised KeyError: 'tenant' for a call with 0 positional argument(s) "
+            "and keyword arguments []; make it return a key for every call",
+        ),
+        (
+            "pub.numeric",
+            "its tq_limit_key returned a value of type int for a call with 0 positional argument(s) and keyword "
+            "arguments []; it must return a non-empty string",
+        ),
+        (
+            "pub.long",
+            "its tq_limit_key returned a string of 201 characters for a call with 1 "
+            "positional argument(s) and keyword arguments []; it must return a non-empty string",
+        ),
     ],
 )
 def test_a_key_that_cannot_be_computed_is_logged_and_named_in_the_message_for_the_transport(
     app: Celery, task: str, problem: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="tq_celery_ext.limits.keys"):
-        app.tasks[task].delay()
+        app.tasks[task].apply_async(["s3cret"] if task == "pub.long" else [])
     headers = stored_headers(app)
     assert LIMITS_HEADER not in headers
     assert headers[LIMIT_ERROR_HEADER].startswith(f"task {task!r}: {problem}")
     assert caplog.text.count(f"task {task!r}: {problem}") == 1  # once, by its own app
+    assert "s3cret" not in caplog.text  # (arguments may hold secrets: never logged)
 
 
 def test_a_task_another_app_registers_is_left_alone(app: Celery) -> None:

@@ -47,15 +47,29 @@ def limit_key(plan: TaskPlan, args: Any, kwargs: Any) -> str:
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported
         raise LimitKeyError(
             f"task {plan.task_name!r}: its tq_limit_key raised {type(exc).__name__}: {exc} "
-            f"for args={args!r} kwargs={kwargs!r}; make it return a key for every call"
+            f"for {_call_shape(args, kwargs)}; make it return a key for every call"
         ) from exc
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS:
         raise LimitKeyError(
-            f"task {plan.task_name!r}: its tq_limit_key returned {key!r} for args={args!r} "
-            f"kwargs={kwargs!r}; it must return a non-empty string of at most "
+            f"task {plan.task_name!r}: its tq_limit_key returned {_shown(key)} for "
+            f"{_call_shape(args, kwargs)}; it must return a non-empty string of at most "
             f"{MAX_KEY_CHARS} characters (e.g. str(kwargs['tenant']))"
         )
     return key
+
+
+def _call_shape(args: Any, kwargs: Any) -> str:
+    """A call's shape without its values (arguments may hold secrets; errors are logged)."""
+    count = len(args) if isinstance(args, (list, tuple)) else "?"
+    names = sorted(map(str, kwargs)) if isinstance(kwargs, Mapping) else "?"
+    return f"a call with {count} positional argument(s) and keyword arguments {names}"
+
+
+def _shown(key: object) -> str:
+    """A returned key as shown in an error: what it is, never its text."""
+    if isinstance(key, str):
+        return "an empty string" if not key else f"a string of {len(key)} characters"
+    return f"a value of type {type(key).__name__}"
 
 
 def limit_entries(plan: TaskPlan, key: str) -> list[dict[str, str]]:
