@@ -29,3 +29,8 @@ class MessageNotFound(TQError, LookupError):
 
 class MessageTooLarge(TQError, ValueError):
     """A message is over ``max_message_bytes``; the message names its size and the option."""
+
+
+class DependencyError(ConfigurationError):
+    """A task's dependencies are wrong (unknown parent type, itself, a cycle, too many
+    parents, a bad policy or timeout); raised at publish, before anything is stored."""

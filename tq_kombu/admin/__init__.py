@@ -108,6 +108,7 @@ class Admin:
         self.settings = settings(transport_options)
         store_options = {k: v for k, v in self.settings.items() if k in STORE_OPTIONS}
         self.store: Store = open_store(store_url(url), **store_options, **dict(ssl or {}))
+        self.store.set_dependency_record_ttl(self.settings["dependency_record_ttl_seconds"])
         self.transport_options = transport_options
         #: Queues the app declares: always known, even when empty.
         self.known_queues = list(dict.fromkeys(queues or []))
