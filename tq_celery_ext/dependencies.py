@@ -7,7 +7,8 @@ message properties, where tq's channel checks them and keeps them as headers (se
 ``apply_async``). Before that, the ``before_task_publish`` receiver here turns
 AsyncResults into task ids and fills in the timeout: the task's
 ``tq_dependency_timeout_seconds`` attribute, else the app setting of that name, else
-24 h. A retry of a task does not wait again on its parents (they succeeded).
+24 h (the signal names no app: each installed app fills in the timeout of the tasks it
+registers). A retry of a task does not wait again on its parents (they succeeded).
 
 Completion. In whichever process runs the task (prefork children included), a
 ``task_success`` records the success (``Store.complete(task_id, True)``), which
@@ -85,7 +86,8 @@ class DependencyRecorder:
         if "depends_on" in properties:
             properties["depends_on"] = as_task_ids(properties["depends_on"])
         if properties.get("dependency_timeout_seconds") is None and TIMEOUT_HEADER not in headers:
-            properties["dependency_timeout_seconds"] = self.timeout_seconds(str(sender or ""))
+            if sender in self.app.tasks:  # the signal names no app: this app's tasks only
+                properties["dependency_timeout_seconds"] = self.timeout_seconds(str(sender))
 
     def on_task_success(self, sender: Any = None, **_: Any) -> None:
         if sender is None or getattr(sender, "app", None) is not self.app:
