@@ -168,7 +168,9 @@ def test_a_cycle_is_refused_naming_it_and_nothing_is_stored(app, store):
     g.add("a", step.s("a"), parents=["root", "c"])
     g.add("b", step.s("b"), parents=["a"])
     g.add("c", step.s("c"), parents=["b"])
-    with pytest.raises(DependencyError, match=r"cycle: (a -> b -> c -> a|b -> c -> a -> b|c -> a -> b -> c)"):
+    with pytest.raises(
+        DependencyError, match=r"cycle: (a -> b -> c -> a|b -> c -> a -> b|c -> a -> b -> c)"
+    ):
         g.publish()
     assert store.counts(QUEUE) == QueueCounts()
 
