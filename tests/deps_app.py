@@ -67,3 +67,13 @@ def gate(self: Any, label: str, until: float) -> str:
     time.sleep(max(until - time.time(), 0.0))
     record("run", label, self.request.id)
     return label
+
+
+@app.task(bind=True, max_retries=3)
+def retries_twice(self: Any, label: str) -> str:
+    """Retries twice (its children keep waiting), then succeeds."""
+    if self.request.retries < 2:
+        record("retry", label, self.request.id)
+        raise self.retry(countdown=0.2)
+    record("run", label, self.request.id)
+    return label

@@ -132,6 +132,12 @@ def test_an_empty_depends_on_publishes_a_plain_ready_message(app, store):
     assert store.dependency_info(result.id) is None
 
 
+def test_an_eager_run_records_no_outcome(app, store):
+    result = app.tasks[task(app, "step")].apply(("eager",))
+    assert result.get() == "eager"
+    assert store.dependency_info(result.id) is None
+
+
 # -- graphs --------------------------------------------------------------------
 def test_a_diamond_graph_is_stored_in_one_step_with_its_edges(app, store):
     step = app.tasks[task(app, "step")]

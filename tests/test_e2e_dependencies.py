@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 APP = "tests.deps_app"
 FAST = ("--without-mingle", "--without-gossip", "--without-heartbeat")
 step, fail, fails_once, gate = deps_app.step, deps_app.fail, deps_app.fails_once, deps_app.gate
+retries_twice = deps_app.retries_twice
 
 
 class Deps:
@@ -227,6 +228,16 @@ def test_on_parent_failure_run_releases_the_child_anyway(deps: Deps) -> None:
     root = fail.delay(f"{x}-root")
     step.apply_async((f"{x}-runs",), depends_on=[root], on_parent_failure="run")
     assert deps.wait_runs(x, 1) == {f"{x}-runs": 1}
+
+
+def test_a_retrying_parent_keeps_its_child_waiting_until_it_succeeds(deps: Deps) -> None:
+    x = label()
+    parent = retries_twice.delay(f"{x}-parent")
+    step.apply_async((f"{x}-child",), depends_on=[parent])
+    assert deps.wait_runs(x, 2) == {f"{x}-parent": 1, f"{x}-child": 1}
+    retried = [at for event, _, _, at in deps.events(x) if event == "retry"]
+    assert len(retried) == 2
+    assert deps.ran_at(x)[f"{x}-child"] >= deps.ran_at(x)[f"{x}-parent"] > max(retried)
 
 
 def test_an_unknown_parent_times_out_and_the_child_goes_dead(deps: Deps) -> None:
