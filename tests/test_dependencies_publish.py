@@ -233,3 +233,42 @@ def test_bulk_needs_the_tq_broker() -> None:
     with pytest.raises(tq_kombu.ConfigurationError, match="needs the tq broker"):
         with tq_kombu.bulk(other):
             pass
+
+
+def test_a_store_that_fails_the_write_of_a_bulk_raises_and_keeps_nothing(tmp_path) -> None:
+    # Given an app on a private Redis that goes away while a bulk is being filled
+    from tq_kombu.batch import BatchError
+
+    from .conftest import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    try:
+        name = uuid.uuid4().hex
+        app = Celery(name, broker=f"tq+{server.url}")
+        app.conf.update(
+            task_default_queue=QUEUE,
+            broker_transport_options={"socket_connect_timeout_seconds": 1},
+        )
+
+        @app.task(name=task(app, "step"), shared=False)
+        def step(label: str) -> str:
+            return label
+
+        # When its one store write fails
+        with pytest.raises(BatchError, match="none of the 3 messages") as raised:
+            with tq_kombu.bulk(app):
+                for i in range(3):
+                    step.delay(str(i))
+                server.stop()
+        assert isinstance(raised.value.__cause__, tq_kombu.StoreError)
+        # Then, the server back with its data, nothing was stored, and publishing works
+        server.start()
+        store = open_store(server.url)
+        assert store.counts(QUEUE) == QueueCounts()
+        step.delay("after")
+        assert store.counts(QUEUE).ready == 1
+        store.close()
+        app.close()
+    finally:
+        server.stop()
