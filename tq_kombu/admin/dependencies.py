@@ -51,6 +51,22 @@ class DependencyGraph:
         }
 
 
+def parents_first(nodes: set[str], edges: list[tuple[str, str]]) -> list[str]:
+    """``nodes`` ordered so that every parent comes before its children (ties by id)."""
+    parents: dict[str, set[str]] = {node: set() for node in nodes}
+    for parent, child in edges:
+        parents[child].add(parent)
+    ordered: list[str] = []
+    while parents:
+        free = sorted(node for node, waiting in parents.items() if not waiting) or sorted(parents)
+        for node in free:
+            del parents[node]
+            ordered.append(node)
+        for waiting in parents.values():
+            waiting.difference_update(free)
+    return ordered
+
+
 class DependencyAdmin:
     """The dependency operations of Admin (it provides ``store`` and ``find``)."""
 
@@ -120,9 +136,9 @@ class DependencyAdmin:
                         seen.add(link.task_id)
                         following.append(link.task_id)
             frontier = following
-        for tid in [task_id, *sorted(seen - {task_id})]:
-            graph.nodes[tid] = self._node(tid, outcomes[tid])
         graph.edges = sorted(edges)
+        for tid in parents_first(seen, graph.edges):
+            graph.nodes[tid] = self._node(tid, outcomes[tid])
         return graph
 
     def cancel_cascade(self, queue: QueueScope, message_id: str) -> list[MessageInfo]:
