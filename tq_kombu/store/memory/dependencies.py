@@ -14,6 +14,7 @@ to its dependents, whose own deaths are journalled in turn (transitively).
 from __future__ import annotations
 
 from ..contract import PROMOTE_LIMIT
+from ..contract.dependencies import failed_detail, timeout_detail
 from ..model import (
     Completion,
     DeadLetter,
@@ -27,18 +28,6 @@ from ..model import (
 )
 from .records import MemoryState, Record, Waits
 
-#: Most pending parents a timeout's detail names.
-NAMED_PARENTS = 3
-
-
-def failed_detail(parent: str) -> str:
-    return f"parent {parent} failed"
-
-
-def timeout_detail(pending: list[str]) -> str:
-    named = ", ".join(pending[:NAMED_PARENTS]) + (" and more" if len(pending) > 3 else "")
-    return f"still waiting on {named or 'no parent'} when its dependency deadline passed"
-
 
 class MemoryDependencies(MemoryState):
     """Storing messages (with their parents), completions, cascades and deadlines."""
@@ -49,9 +38,9 @@ class MemoryDependencies(MemoryState):
         records = self._queue(queue)
         if message.message_id in records:
             return
-        failed, pending = self._outcomes(message, now) if message.depends_on else (None, [])
+        failed, pending = self._outcomes(message, now) if message.depends_on else ([], [])
         state = State.READY
-        if message.waiting or (pending and failed is None):
+        if message.waiting or pending or failed:
             state = State.WAITING
         elif message.eta is not None and message.eta > now:
             state = State.DELAYED
@@ -70,16 +59,15 @@ class MemoryDependencies(MemoryState):
             self._attach(queue, record, message, set(pending), failed, now)
         self._changed.notify_all()
 
-    def _outcomes(self, message: NewMessage, now: float) -> tuple[str | None, list[str]]:
-        """The first parent whose failure kills ``message`` (None: none), and the
-        parents with no completion yet."""
-        failed, pending = None, []
+    def _outcomes(self, message: NewMessage, now: float) -> tuple[list[str], list[str]]:
+        """The parents whose failure kills ``message``, and those with no completion yet."""
+        failed, pending = [], []
         for parent in message.depends_on:
             done = self._completion(parent, now)
             if done is None:
                 pending.append(parent)
-            elif not done[0] and message.on_parent_failure == "dead" and failed is None:
-                failed = parent
+            elif not done[0] and message.on_parent_failure == "dead":
+                failed.append(parent)
         return failed, pending
 
     def _attach(
@@ -88,7 +76,7 @@ class MemoryDependencies(MemoryState):
         record: Record,
         message: NewMessage,
         pending: set[str],
-        failed: str | None,
+        failed: list[str],
         now: float,
     ) -> None:
         self._purge_records(now)
@@ -96,12 +84,14 @@ class MemoryDependencies(MemoryState):
         deadline = message.dependency_deadline
         deps = Waits(message.depends_on, message.on_parent_failure, deadline, pending)
         record.deps = deps
+        deps.attached = bool(pending or failed)  # else stored as a plain message
         for parent in pending:
             self._edges.setdefault(parent, set()).add(key)
-        if failed is not None:
-            deps.failed.add(failed)
-            self._edges.setdefault(failed, set()).add(key)
-            dead = DeadLetter(DeadReason.DEPENDENCY_FAILED, failed_detail(failed))
+        for parent in failed:
+            deps.failed.add(parent)
+            self._edges.setdefault(parent, set()).add(key)
+        if failed:
+            dead = DeadLetter(DeadReason.DEPENDENCY_FAILED, failed_detail(failed[0]))
             self._kill(queue, record, dead, now)
         elif pending and deps.deadline is not None:
             self._deadlines[key] = deps.deadline
@@ -305,7 +295,9 @@ class MemoryDependencies(MemoryState):
             return _outcome(done)
         if parent in deps.failed:
             return ParentState.FAILED
-        return ParentState.PENDING if parent in deps.pending else ParentState.SUCCEEDED
+        if parent in deps.pending or not deps.attached:
+            return ParentState.PENDING  # no record, and no longer in the graph
+        return ParentState.SUCCEEDED
 
     def _purge_records(self, now: float) -> None:
         """Now and then: drop expired completion records, stale edges and deadlines."""
