@@ -295,7 +295,7 @@ print("stored", flush=True)
 """
 
 
-@pytest.mark.parametrize("delay_seconds", [0.0, 0.005, 0.02, 0.2])
+@pytest.mark.parametrize("delay_seconds", [0.0, 0.02, 0.2, 1.0])
 def test_a_publisher_killed_while_storing_a_graph_stores_all_or_nothing(
     deps: Deps, delay_seconds: float
 ) -> None:
