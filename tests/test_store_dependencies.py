@@ -531,3 +531,21 @@ def test_sqlite_upgrades_a_schema_5_database_to_hold_dependencies(tmp_path: Path
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     conn.close()
+
+
+def test_sqlite_a_parent_whose_record_is_corrupt_fails_its_children(sqlite_url: str) -> None:
+    from tq_kombu.store import open_store
+
+    opened = open_store(sqlite_url)
+    opened.enqueue("default", parent("p"))
+    opened.enqueue("kids", child("c", ["p"]))
+    # Given the parent's record damaged from outside tq
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE messages SET priority = 'high' WHERE id = 'm-p'")
+    db.close()
+    # When a fetch meets it, then it is set aside as corrupt, and its child with it
+    assert fetch(opened, ["default"]).deliveries == []
+    parent_info = opened.info("default", "m-p")
+    assert parent_info is not None and parent_info.dead_reason == DeadReason.CORRUPT
+    assert state_of(opened, "kids", "c") == State.DEAD
+    opened.close()
