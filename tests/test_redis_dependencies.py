@@ -335,6 +335,10 @@ class DependenciesKeepEverythingExact(RuleBasedStateMachine):
         else:
             self.store.release_waiting(queue, message_id)
 
+    @rule(queue=st.sampled_from(QUEUES), state=st.sampled_from([State.WAITING, State.DEAD]))
+    def purge(self, queue: str, state: State) -> None:
+        self.store.purge(queue, state)
+
     @rule(queue=st.sampled_from(QUEUES))
     def fetch_and_fail(self, queue: str) -> None:
         for delivery in self.store.fetch([queue], 1, "c", LONG_LEASE, 5).deliveries:

@@ -116,11 +116,12 @@ end
 -- cancelled): its own pending edges go, and when messages wait on its task, the task is
 -- recorded failed and they follow. One EXISTS when none waits. Returns how many died.
 local function gone(Q, id, meta, now)
+  local task_id = meta.i
+  local named = type(task_id) == 'string' and task_id ~= ''
+  if not named and type(meta.dp) ~= 'table' then return 0 end
   local P = prefix_of(Q)
   unlink(P, Q, id, meta)
-  local task_id = meta.i
-  if type(task_id) ~= 'string' or task_id == '' then return 0 end
-  if redis.call('EXISTS', dep_key(P, 'children', task_id)) == 0 then return 0 end
+  if not named or redis.call('EXISTS', dep_key(P, 'children', task_id)) == 0 then return 0 end
   record_outcome(P, task_id, 'failed')
   local _, failed = finish(P, task_id, false, now)
   return failed
