@@ -36,6 +36,20 @@ from .checks import checked_message, checked_queue, checked_seconds
 
 #: How long a finished task's completion record is kept by default (7 days).
 DEPENDENCY_RECORD_TTL_SECONDS = 7 * 24 * 3600.0
+#: Most pending parents the detail of a ``dependency_timeout`` names.
+NAMED_PARENTS = 3
+
+
+def failed_detail(parent: str) -> str:
+    """The detail of a message set aside as ``dependency_failed`` by ``parent``."""
+    return f"parent {parent} failed"
+
+
+def timeout_detail(pending: list[str]) -> str:
+    """The detail of a message set aside as ``dependency_timeout`` (its pending parents)."""
+    named = ", ".join(pending[:NAMED_PARENTS])
+    more = " and more" if len(pending) > NAMED_PARENTS else ""
+    return f"still waiting on {named or 'no parent'}{more} when its dependency deadline passed"
 
 
 class Dependencies(ABC):

@@ -16,7 +16,6 @@ from typing import Any
 
 from ..contract import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
 from ..model import DeadReason, Delivery, Lease, RetentionPolicy
-from .dead_letters import trim_dead
 from .rows import (
     QUEUED,
     UNKNOWN_STATES_SQL,
@@ -26,6 +25,7 @@ from .rows import (
     int_or,
     is_number,
     take_seqs,
+    trim_dead,
 )
 
 _EXPIRED_DETAIL = "its time to live ran out before it was delivered"
