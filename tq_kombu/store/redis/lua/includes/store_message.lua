@@ -38,6 +38,8 @@ local function place_child(Q, id, meta, now)
     redis.call('SADD', dep_key(P, 'children', parent), member)
   end
   redis.call('ZADD', Q.waiting, waiting_score(Q, meta), id)
+  -- a consumer idle since its last fetch learns of the deadline by fetching again
+  if meta.dl then wake(Q) end
   return 'waiting'
 end
 
