@@ -25,7 +25,6 @@ local function place_child(Q, id, meta, now)
       redis.call('PEXPIRE', settled, deps.ttl_ms)
       meta.fp = parent
       set_dead(Q, id, meta, now, 'dependency_failed', 'parent ' .. parent .. ' failed')
-      if type(meta.i) == 'string' and meta.i ~= '' then record_outcome(P, meta.i, 'failed') end
       return 'dead'
     elseif outcome ~= 'succeeded' and outcome ~= 'failed' then
       pending[#pending + 1] = parent
