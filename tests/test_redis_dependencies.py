@@ -171,14 +171,19 @@ def test_a_plain_message_costs_no_dependency_command_on_enqueue_fetch_and_ack(
     assert calls.get("exists") == 1  # the layout mark of enqueue, as before dependencies
 
 
-def test_a_plain_message_that_dies_costs_one_exists(store: RedisStore) -> None:
+def test_a_task_that_dies_with_nothing_waiting_costs_a_record_and_one_exists(
+    store: RedisStore,
+) -> None:
     store.enqueue("alpha", task("m", "task-m"))
     [delivery] = store.fetch(["alpha"], 1, "c", LONG_LEASE, 5).deliveries
     store.client.config_resetstat()
     assert store.bury(delivery.lease, DeadLetter(DeadReason.FAILED, "boom"))
     calls = command_calls(store.client)
-    assert calls.get("exists") == 1
-    assert not {"get", "set", "smembers", "sadd"} & set(calls)
+    assert calls.get("exists") == calls.get("set") == 1
+    assert not {"get", "smembers", "sadd", "srem"} & set(calls)
+    # and a child published later is dead at once
+    store.enqueue("beta", task("c", "child", ("task-m",)))
+    assert state_of(store, "beta", "c") == State.DEAD
 
 
 # -- deadlines ------------------------------------------------------------------------------
@@ -334,6 +339,10 @@ class DependenciesKeepEverythingExact(RuleBasedStateMachine):
             self.store.replay(queue, message_id)
         else:
             self.store.release_waiting(queue, message_id)
+
+    @rule(queue=st.sampled_from(QUEUES), state=st.sampled_from([State.WAITING, State.DEAD]))
+    def purge(self, queue: str, state: State) -> None:
+        self.store.purge(queue, state)
 
     @rule(queue=st.sampled_from(QUEUES))
     def fetch_and_fail(self, queue: str) -> None:

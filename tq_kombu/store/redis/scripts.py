@@ -15,7 +15,7 @@ from typing import Any
 
 from ...errors import StoreError
 from ...priority import MAX_PRIORITY
-from ..contract.dependencies import DEPENDENCY_RECORD_TTL_SECONDS
+from ..contract.dependencies import DEPENDENCY_RECORD_TTL_SECONDS, NAMED_PARENTS
 from ..contract.hot_path import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
 from .keys import DEPENDENCY_KEYS, EDGE_SEPARATOR, QUEUE_KEYS, SCORE_SPAN
 
@@ -35,6 +35,8 @@ CONSTANTS: dict[str, int] = {
     "NO_DEADLINE_SCORE": 2**50,
     #: The completion record TTL a script applies when its caller passes none.
     "DEPENDENCY_RECORD_TTL_MS": int(DEPENDENCY_RECORD_TTL_SECONDS * 1000),
+    #: Most pending parents the detail of a dependency_timeout names.
+    "NAMED_PARENTS": NAMED_PARENTS,
 }
 
 _INCLUDE = re.compile(r"""^--\s*@include\s+["']([\w-]+)["']\s*$""")

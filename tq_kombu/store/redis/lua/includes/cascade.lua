@@ -113,15 +113,18 @@ local function finish(P, task_id, succeeded, now)
 end
 
 -- gone(Q, id, meta, now): a message leaves for good other than by success (dead,
--- cancelled): its own pending edges go, and when messages wait on its task, the task is
--- recorded failed and they follow. One EXISTS when none waits. Returns how many died.
+-- cancelled): its own pending edges go, its task is recorded failed (a child published
+-- later goes dead at once), and the messages waiting on it follow. A SET and an EXISTS
+-- when none waits. Returns how many died.
 local function gone(Q, id, meta, now)
+  local task_id = meta.i
+  local named = type(task_id) == 'string' and task_id ~= ''
+  if not named and type(meta.dp) ~= 'table' then return 0 end
   local P = prefix_of(Q)
   unlink(P, Q, id, meta)
-  local task_id = meta.i
-  if type(task_id) ~= 'string' or task_id == '' then return 0 end
-  if redis.call('EXISTS', dep_key(P, 'children', task_id)) == 0 then return 0 end
+  if not named then return 0 end
   record_outcome(P, task_id, 'failed')
+  if redis.call('EXISTS', dep_key(P, 'children', task_id)) == 0 then return 0 end
   local _, failed = finish(P, task_id, false, now)
   return failed
 end

@@ -3,6 +3,24 @@
 --@include "cascade"
 --@include "dead"
 --@include "promote"
+-- timeout_detail(Q, id, meta): as contract.dependencies.timeout_detail words it, naming
+-- the parents still pending (its pending edges), sorted.
+local function timeout_detail(Q, id, meta)
+  local P, member, pending = prefix_of(Q), edge_of(queue_of(Q), id), {}
+  if type(meta.dp) == 'table' then
+    for _, parent in ipairs(meta.dp) do
+      if redis.call('SISMEMBER', dep_key(P, 'children', parent), member) == 1 then
+        pending[#pending + 1] = parent
+      end
+    end
+  end
+  table.sort(pending)
+  local named = table.concat(pending, ', ', 1, math.min(#pending, @NAMED_PARENTS@))
+  if named == '' then named = 'no parent' end
+  local more = #pending > @NAMED_PARENTS@ and ' and more' or ''
+  return 'still waiting on ' .. named .. more .. ' when its dependency deadline passed'
+end
+
 -- time_out_waiting(Q, now): waiting messages whose dependency deadline passed go dead
 -- (dependency_timeout, what waits on them following), at most PROMOTE_LIMIT per call.
 -- One ZRANGE when none is due. Returns how many died and the next deadline (ms) or nil.
@@ -29,9 +47,7 @@ local function time_out_waiting(Q, now)
       redis.call('ZADD', Q.waiting, NO_DEADLINE + tonumber(due[j + 1]), id)
     else
       redis.call('ZREM', Q.waiting, id)
-      local pending = tonumber(meta.w) or 0
-      set_dead(Q, id, meta, now, 'dependency_timeout',
-        pending .. ' of its parents had not succeeded when its dependency deadline passed')
+      set_dead(Q, id, meta, now, 'dependency_timeout', timeout_detail(Q, id, meta))
       buried = buried + 1
     end
   end

@@ -37,6 +37,7 @@ local function revive(P, task_id)
             redis.call('SADD', dep_key(P, 'children', parent), member)
           end
           redis.call('ZADD', C.waiting, waiting_score(C, meta), id)
+          if meta.dl then wake(C) end
           save_meta(C, id, meta)
           revived = revived + 1
           if type(meta.i) == 'string' and meta.i ~= '' then work[#work + 1] = meta.i end

@@ -25,7 +25,6 @@ local function place_child(Q, id, meta, now)
       redis.call('PEXPIRE', settled, deps.ttl_ms)
       meta.fp = parent
       set_dead(Q, id, meta, now, 'dependency_failed', 'parent ' .. parent .. ' failed')
-      if type(meta.i) == 'string' and meta.i ~= '' then record_outcome(P, meta.i, 'failed') end
       return 'dead'
     elseif outcome ~= 'succeeded' and outcome ~= 'failed' then
       pending[#pending + 1] = parent
@@ -38,6 +37,8 @@ local function place_child(Q, id, meta, now)
     redis.call('SADD', dep_key(P, 'children', parent), member)
   end
   redis.call('ZADD', Q.waiting, waiting_score(Q, meta), id)
+  -- a consumer idle since its last fetch learns of the deadline by fetching again
+  if meta.dl then wake(Q) end
   return 'waiting'
 end
 
