@@ -295,7 +295,15 @@ print("stored", flush=True)
 """
 
 
-@pytest.mark.parametrize("delay_seconds", [0.0, 0.02, 0.2, 1.0])
+@pytest.mark.parametrize(
+    "delay_seconds",
+    [
+        0.0,
+        0.2,
+        pytest.param(0.02, marks=pytest.mark.slow),
+        pytest.param(1.0, marks=pytest.mark.slow),
+    ],
+)
 def test_a_publisher_killed_while_storing_a_graph_stores_all_or_nothing(
     deps: Deps, delay_seconds: float
 ) -> None:
