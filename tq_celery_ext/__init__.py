@@ -2,9 +2,13 @@
 
     tq_celery_ext.install(app)
 
-What it adds now: a task that fails for good (an exception it does not retry, or
-its retries used up) is kept in tq's dead-letter store with its traceback, with or
-without ``acks_late``, so it can be inspected and replayed (``celery -A app tq dlq``).
+What it adds:
+
+- a task that fails for good (an exception it does not retry, or its retries used up)
+  is kept in tq's dead-letter store with its traceback, with or without ``acks_late``,
+  so it can be inspected and replayed (``celery -A app tq dlq``);
+- task dependencies: ``apply_async(..., depends_on=[r1, r2])`` and whole graphs
+  published atomically (:func:`graph`), released by the broker as parents succeed.
 """
 
 from __future__ import annotations
@@ -12,15 +16,20 @@ from __future__ import annotations
 from typing import Any
 
 from .dead_letters import FailureRecorder
+from .dependencies import DependencyRecorder
+from .graph import Graph, graph
 from .limits import connect as connect_limits
 
-__all__ = ["install"]
+__all__ = ["Graph", "graph", "install"]
 
 
 def install(app: Any) -> FailureRecorder:
     """Add tq's worker-side features to a Celery app; returns the failure recorder."""
     recorder = FailureRecorder(app)
     recorder.connect()
+    dependencies = DependencyRecorder(app, recorder)
+    dependencies.connect()
     app.tq = recorder
     connect_limits(app)
+    app.tq_dependencies = dependencies
     return recorder

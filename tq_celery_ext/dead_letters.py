@@ -165,7 +165,10 @@ class FailureRecorder:
             first_seen=where.get("first_seen"),
         )
         message = self.rebuild_message(task, request, queue)
-        return admin.bury_task(queue, message, dead, failure, where.get("message_id"))
+        buried = admin.bury_task(queue, message, dead, failure, where.get("message_id"))
+        if request.id:  # its dependents go dead (or run) now; recording again is harmless
+            admin.store.complete(request.id, False, f"{reason.value}: {detail}")
+        return buried
 
     def routed_queue(self, task: Any) -> str:
         """The queue Celery's router sends ``task`` to."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 from kombu.transport import TRANSPORT_ALIASES
 
 from .appconf import connect_worker_setup_check
+from .bulk import bulk
 from .errors import (
     ConfigurationError,
+    DependencyError,
     MessageTooLarge,
     PriorityError,
     StoreError,
@@ -28,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "DependencyError",
     "MessageTooLarge",
     "Priority",
     "PriorityError",
@@ -35,4 +38,5 @@ __all__ = [
     "StoreUnavailable",
     "TQError",
     "__version__",
+    "bulk",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
+from . import batch as tq_batch
+from . import dependencies as tq_dependencies
 from . import options as tq_options
 from .envelope import Envelope, EnvelopeError
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
@@ -169,6 +172,7 @@ class Channel(virtual.Channel):
             body, checked, content_type, content_encoding, headers, properties
         )
         message["properties"]["priority"] = checked
+        tq_dependencies.move_to_headers(message["headers"], message["properties"])
         return message
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
@@ -183,8 +187,13 @@ class Channel(virtual.Channel):
             task_name=str(headers.get("task") or ""),
             task_id=str(headers.get("id") or ""),
             ttl_seconds=message_ttl_seconds(properties),
+            **tq_dependencies.store_fields(headers, time.time()),
         )
-        self.store.enqueue(queue, new)
+        batch = tq_batch.current()
+        if batch is not None:
+            batch.add(self.store, queue, new)
+        else:
+            self.store.enqueue(queue, new)
 
     def _put_fanout(
         self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any

@@ -34,3 +34,8 @@ class MessageTooLarge(TQError, ValueError):
 class LimitKeyError(TQError, ValueError):
     """A message's limits could not be worked out at publish (its task's ``tq_limit_key``
     failed, or its ``tq_limits`` header is malformed); the message names the task."""
+
+
+class DependencyError(ConfigurationError):
+    """A task's dependencies are wrong (unknown parent type, itself, a cycle, too many
+    parents, a bad policy or timeout); raised at publish, before anything is stored."""

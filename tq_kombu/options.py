@@ -147,6 +147,9 @@ _OPTIONS = (
            default_text="`604800` (7 days)"),
     Option("dead_letter_max_per_queue", 10_000, "messages", "store",
            "most dead messages kept per queue, oldest dropped first", at_least(1)),
+    Option("dependency_record_ttl_seconds", 7 * 24 * 3600.0, "seconds", "store",
+           "how long a finished task's outcome is kept for children published later "
+           "(task dependencies)", seconds, default_text="`604800` (7 days)"),
     Option("key_prefix", "tq", "", "redis",
            "Redis: prefix of every key (`{tq:<queue>}:ready`, ...; see the key names below)",
            text),

@@ -73,6 +73,7 @@ class Transport(virtual.Transport):
         self.envelope: Envelope = envelope_from_settings(self.settings)
         store_options = self._store_options(client, self.settings)
         self.store = open_store(url, **store_options)
+        self.store.set_dependency_record_ttl(self.settings["dependency_record_ttl_seconds"])
         #: The leases this process holds in the store, shared with the transports that
         #: replace this one after a lost connection (see tq_kombu.held).
         self.held: HeldLeases = held_leases(url, store_options, self.store)

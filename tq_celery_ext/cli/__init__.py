@@ -1,6 +1,7 @@
 """``celery -A app tq ...``: see and act on what the tq broker holds.
 
-    tq stats | ls | show | cancel | reprioritize | purge
+    tq stats | ls | show | cancel [--cascade] | reprioritize | purge
+    tq graph ID [--dot]
     tq dlq ls | dlq show | dlq retry | dlq purge
     tq keygen
 
@@ -16,7 +17,7 @@ import click
 
 from tq_kombu.errors import ConfigurationError
 
-from . import dead_letters, messages  # noqa: F401  (they register their commands on tq)
+from . import dead_letters, dependencies, messages  # noqa: F401  (they register commands)
 from .group import tq
 from .output import EXIT_USAGE, Command, fail
 

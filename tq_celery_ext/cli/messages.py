@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tq_kombu.errors import ConfigurationError
+from tq_kombu.errors import ConfigurationError, MessageNotFound
 
+from .dependencies import describe_dependencies
 from .group import tq
 from .output import (
     EXIT_NOT_FOUND,
@@ -98,21 +99,50 @@ def list_messages(
 def show(
     ctx: click.Context, message_id: str, queues: tuple[str, ...], raw: bool, as_json: bool
 ) -> None:
-    """Show one message (by message id or task id), decrypted when the key is at hand."""
+    """Show one message (by message id or task id), decrypted when the key is at hand,
+    with its parents and children when it has dependencies."""
     with admin_for(ctx) as admin:
-        shown = admin.show(message_id, list(queues) or None, raw=raw)
-    emit(as_json, shown, lambda: describe(shown))
+        try:
+            shown = admin.show(message_id, list(queues) or None, raw=raw)
+            summary = admin.dependency_summary(shown.get("task_id") or message_id)
+        except MessageNotFound:  # a finished task no longer held: its outcome, if known
+            summary = admin.dependency_summary(message_id)
+            if summary is None:
+                raise
+            shown = {"task_id": message_id}
+    if summary is not None:
+        shown["dependencies"] = summary
+
+    def show_all() -> None:
+        if "message_id" in shown:
+            describe(shown)
+        else:
+            click.echo(f"task {message_id}: no message held (finished or never published here)")
+        if summary is not None:
+            describe_dependencies(summary)
+
+    emit(as_json, shown, show_all)
 
 
 @tq.command(cls=Command)
 @click.argument("message_id")
 @queue_option
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="Cancel its waiting dependents too (without it they go dead, or run, by policy).",
+)
 @click.pass_context
-def cancel(ctx: click.Context, message_id: str, queues: tuple[str, ...]) -> None:
-    """Cancel a ready, delayed or waiting message: it never runs (this persists)."""
+def cancel(ctx: click.Context, message_id: str, queues: tuple[str, ...], cascade: bool) -> None:
+    """Cancel a ready, delayed or waiting message: it never runs (this persists). Tasks
+    that depend on it go dead as dependency_failed (or run, by their policy)."""
     with admin_for(ctx) as admin:
-        info = admin.cancel(list(queues) or None, message_id)
-    click.echo(f"cancelled {info.message_id} ({info.task_name or '-'}) in {info.queue}")
+        if cascade:
+            cancelled = admin.cancel_cascade(list(queues) or None, message_id)
+        else:
+            cancelled = [admin.cancel(list(queues) or None, message_id)]
+    for info in cancelled:
+        click.echo(f"cancelled {info.message_id} ({info.task_name or '-'}) in {info.queue}")
 
 
 @tq.command(cls=Command)

@@ -32,6 +32,7 @@ from ..priority import normalize_priority
 from ..store import Store, open_store
 from ..store.model import DeadLetter, MessageInfo, NewMessage, QueueCounts, State
 from ..urls import store_url
+from .dependencies import DependencyAdmin, DependencyGraph, GraphNode
 from .records import (
     decode_body,
     envelope_header,
@@ -45,6 +46,8 @@ from .records import (
 #: Transport options the store reads.
 __all__ = [
     "Admin",
+    "DependencyGraph",
+    "GraphNode",
     "QueueStats",
     "UnknownQueue",
     "decode_body",
@@ -88,7 +91,7 @@ class QueueStats:
         return asdict(self)
 
 
-class Admin:
+class Admin(DependencyAdmin):
     """One method per administrative operation, on the store behind a tq broker.
 
     ``queues`` are the queues the app declares: always listed, even when empty. Any
@@ -108,6 +111,7 @@ class Admin:
         self.settings = settings(transport_options)
         store_options = {k: v for k, v in self.settings.items() if k in STORE_OPTIONS}
         self.store: Store = open_store(store_url(url), **store_options, **dict(ssl or {}))
+        self.store.set_dependency_record_ttl(self.settings["dependency_record_ttl_seconds"])
         self.transport_options = transport_options
         #: Queues the app declares: always known, even when empty.
         self.known_queues = list(dict.fromkeys(queues or []))

@@ -34,7 +34,10 @@ class DeadReason(enum.StrEnum):
     FAILED = "failed"
     MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
     EXPIRED = "expired"
+    #: A parent it depends on failed for good, was cancelled or went dead.
     DEPENDENCY_FAILED = "dependency_failed"
+    #: Still waiting on a parent when its ``dependency_deadline`` passed.
+    DEPENDENCY_TIMEOUT = "dependency_timeout"
     MEMORY_LIMIT = "memory_limit"
     #: Opened, but not a message kombu and Celery can consume (structure, types).
     MALFORMED = "malformed"
@@ -55,8 +58,17 @@ class NewMessage:
     eta: float | None = None
     task_name: str = ""
     task_id: str = ""
-    #: Stored as WAITING (for the dependency resolver) until ``release_waiting``.
+    #: Stored as WAITING (held by an operator) until ``release_waiting``.
     waiting: bool = False
+    #: Celery task ids that must all succeed before this message is handed out
+    #: (see :mod:`tq_kombu.store.contract.dependencies`).
+    depends_on: tuple[str, ...] = ()
+    #: What a parent's failure does to this message: ``"dead"`` (dead as
+    #: ``dependency_failed``) or ``"run"`` (counts as done; released anyway).
+    on_parent_failure: str = "dead"
+    #: Unix time after which a message still waiting on parents goes dead
+    #: (``dependency_timeout``); None = it waits for ever.
+    dependency_deadline: float | None = None
     #: Seconds after which it must never be handed out (AMQP ``expiration``); None = never.
     ttl_seconds: float | None = None
 
@@ -182,3 +194,47 @@ class WorkerBeat:
     worker: str
     seen_at: float
     info: dict[str, Any] = field(default_factory=dict)
+
+
+class ParentState(enum.StrEnum):
+    """What the store knows of a parent task's outcome."""
+
+    #: No completion recorded (not run yet, running, retrying, or never seen).
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    #: Failed for good, cancelled or dead.
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What recording one task's outcome did to the messages waiting on it."""
+
+    #: Dependents that became ready or delayed (every parent now done).
+    released: int = 0
+    #: Dependents (transitively) set aside as dead (``dependency_failed``).
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class DependencyLink:
+    """One edge of a dependency graph as the store sees it, from one task's side."""
+
+    task_id: str
+    state: ParentState
+    #: Where the message of that task is held, when the store holds it.
+    queue: str | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DependencyInfo:
+    """The graph around one task: its parents (with their outcomes) and its children."""
+
+    task_id: str
+    #: The task's own outcome as recorded by ``complete``.
+    state: ParentState
+    parents: list[DependencyLink] = field(default_factory=list)
+    children: list[DependencyLink] = field(default_factory=list)
+    on_parent_failure: str = "dead"
+    dependency_deadline: float | None = None

@@ -9,6 +9,7 @@ Inspection         counts, levels, info, find by task, lists    admin, CLI, metr
 Administration     cancel, set priority, release, purge         admin, CLI
 Routing            bindings, queue lifetimes                    the transport
 Workers            heartbeats                                   extension, CLI
+Dependencies       enqueue many, complete, dependency info      extension, admin
 =================  ===========================================  =======================
 
 Each public method checks its input once, for every store (priority 0..255,
@@ -23,6 +24,7 @@ from abc import abstractmethod
 
 from .administration import Administration
 from .dead_letters import DeadLetters
+from .dependencies import Dependencies
 from .hot_path import PROMOTE_LIMIT, SKIP_SCAN_LIMIT, HotPath
 from .inspection import Inspection
 from .routing import Routing
@@ -33,6 +35,7 @@ __all__ = [
     "SKIP_SCAN_LIMIT",
     "Administration",
     "DeadLetters",
+    "Dependencies",
     "HotPath",
     "Inspection",
     "Routing",
@@ -41,7 +44,7 @@ __all__ = [
 ]
 
 
-class Store(HotPath, DeadLetters, Inspection, Administration, Routing, Workers):
+class Store(HotPath, DeadLetters, Inspection, Administration, Routing, Workers, Dependencies):
     """Storage behind the tq transport: every slice of the contract."""
 
     #: kombu ``driver_type`` reported by transports on this store.

@@ -93,12 +93,47 @@ def checked_message(message: Any) -> NewMessage:
         checked_seconds(message.eta, "eta (Unix time)", allow_zero=True)
     if message.ttl_seconds is not None:
         checked_seconds(message.ttl_seconds, "ttl_seconds", allow_zero=True)
+    if message.depends_on or message.dependency_deadline is not None:
+        checked_dependencies(message)
     priority = normalize_priority(message.priority)
     if priority == message.priority and isinstance(message.payload, bytes):
         return message
     from dataclasses import replace
 
     return replace(message, priority=priority, payload=bytes(message.payload))
+
+
+#: Most parents one message may depend on (a bigger fan-in: chain it through a join task).
+MAX_PARENTS = 1000
+ON_PARENT_FAILURE = ("dead", "run")
+
+
+def checked_dependencies(message: NewMessage) -> None:
+    """Parents: distinct non-empty task ids, at most :data:`MAX_PARENTS`, never the
+    message's own task id; a known ``on_parent_failure``; a finite deadline."""
+    parents = message.depends_on
+    if not isinstance(parents, tuple) or not all(isinstance(p, str) and p for p in parents):
+        raise ConfigurationError(
+            f"depends_on must be a tuple of non-empty task ids, got {parents!r}"
+        )
+    if len(set(parents)) != len(parents):
+        raise ConfigurationError(f"depends_on names a parent twice: {list(parents)!r}")
+    if len(parents) > MAX_PARENTS:
+        raise ConfigurationError(
+            f"a task may depend on at most {MAX_PARENTS} parents, got {len(parents)}: "
+            "join them through an intermediate task"
+        )
+    if message.task_id and message.task_id in parents:
+        raise ConfigurationError(f"task {message.task_id} cannot depend on itself")
+    if message.on_parent_failure not in ON_PARENT_FAILURE:
+        raise ConfigurationError(
+            f"on_parent_failure must be one of {ON_PARENT_FAILURE}, "
+            f"got {message.on_parent_failure!r}"
+        )
+    if message.dependency_deadline is not None:
+        checked_seconds(message.dependency_deadline, "dependency_deadline (Unix time)")
+    if parents and message.waiting:
+        raise ConfigurationError("a message waits either on parents or on an operator, not both")
 
 
 def names(values: Sequence[Any]) -> list[str]:

@@ -16,10 +16,11 @@ from ..model import (
     State,
     WorkerBeat,
 )
-from .records import QUEUED, MemoryState, Record, binding_key, order_of
+from .dependencies import MemoryDependencies
+from .records import QUEUED, Record, binding_key, order_of
 
 
-class MemoryRest(MemoryState):
+class MemoryRest(MemoryDependencies):
     """The hooks of every slice but the hot path."""
 
     # -- dead letters -----------------------------------------------------
@@ -31,6 +32,7 @@ class MemoryRest(MemoryState):
                 before = record.state
                 if before != State.DEAD:
                     self._kill(queue, record, dead, now)
+                    self._settle_deaths(now)
                 return before
             first_seen = now if dead.first_seen is None else float(dead.first_seen)
             info = MessageInfo(
@@ -41,6 +43,7 @@ class MemoryRest(MemoryState):
             record = Record(info, message.payload, next(self._seq))
             self._queue(queue)[message.message_id] = record
             self._kill(queue, record, dead, now)
+            self._settle_deaths(now)
             return None
 
     def _replay_many(
@@ -55,6 +58,7 @@ class MemoryRest(MemoryState):
             return False
         if target != queue and message_id in self._messages.get(target, {}):
             return False
+        self._detach((queue, message_id), record)  # a replayed dependent runs as it is
         del self._messages[queue][message_id]
         self._set(
             record, queue=target, priority=record.info.priority if priority is None else priority,
@@ -64,6 +68,8 @@ class MemoryRest(MemoryState):
         record.failure = b""
         self._to_ready(record)
         self._queue(target)[message_id] = record
+        if record.info.task_id:
+            self._revive(record.info.task_id)
         return True
 
     def _trim_dead(self, queue: str, policy: RetentionPolicy) -> int:
@@ -120,7 +126,11 @@ class MemoryRest(MemoryState):
             record = self._record(queue, message_id)
             if record is None or record.state not in QUEUED:
                 return False
+            self._detach((queue, message_id), record)
             del self._messages[queue][message_id]
+            if record.info.task_id:  # cancelled counts as failed for its dependents
+                self._deaths.append((record.info.task_id, "cancelled"))
+                self._settle_deaths(self.clock())
             return True
 
     def _set_priority(self, queue: str, message_id: str, priority: int) -> bool:
@@ -136,12 +146,7 @@ class MemoryRest(MemoryState):
             record = self._record(queue, message_id)
             if record is None or record.state != State.WAITING:
                 return False
-            if record.info.eta is not None and record.info.eta > self.clock():
-                self._set(record, state=State.DELAYED)
-                record.seq = next(self._seq)
-                self._changed.notify_all()
-            else:
-                self._to_ready(record)
+            self._release_dependent((queue, message_id), record, self.clock())
             return True
 
     def _purge(self, queue: str, state: State) -> int:

@@ -11,39 +11,22 @@ from ..model import (
     Delivery,
     FetchResult,
     Lease,
-    MessageInfo,
     NewMessage,
     State,
 )
-from .records import EXPIRED_DETAIL, QUEUED, MemoryState, Record, order_of
+from .dependencies import MemoryDependencies
+from .records import EXPIRED_DETAIL, QUEUED, Record, order_of
 
 
-class MemoryHotPath(MemoryState):
+class MemoryHotPath(MemoryDependencies):
     """The HotPath hooks."""
 
     def _enqueue(self, queue: str, message: NewMessage) -> None:
         with self._changed:
-            records = self._queue(queue)
-            if message.message_id in records:
-                return
             now = self.clock()
-            state = State.READY
-            if message.waiting:
-                state = State.WAITING
-            elif message.eta is not None and message.eta > now:
-                state = State.DELAYED
-            info = MessageInfo(
-                queue, message.message_id, state, message.priority, 0, message.task_name,
-                message.task_id, eta=message.eta, created_at=now,
-            )  # fmt: skip
-            record = Record(info, message.payload, next(self._seq))
-            ttls = [] if message.ttl_seconds is None else [message.ttl_seconds]
-            lifetime = self._lifetimes.get(queue)
-            if lifetime is not None and lifetime[0].message_ttl_seconds is not None:
-                ttls.append(lifetime[0].message_ttl_seconds)
-            record.expires_at = now + min(ttls) if ttls else None
-            records[message.message_id] = record
-            self._changed.notify_all()
+            self._store_message(queue, message, now)
+            if message.depends_on:
+                self._settle_deaths(now)  # dead at once if a parent failed
 
     def _fetch(
         self,
@@ -75,6 +58,8 @@ class MemoryHotPath(MemoryState):
             now = self.clock()
             self._promote(queues, now)
             self._expire_messages(queues, now)
+            self._sweep_deadlines(queues, now)
+            self._settle_deaths(now)
             ready = sorted(
                 (r for q in queues for r in self._eligible(q, skip)), key=order_of(State.READY)
             )
@@ -102,6 +87,7 @@ class MemoryHotPath(MemoryState):
                         lease, record.payload, record.info.priority, count_, record.info.created_at
                     )
                 )
+            self._settle_deaths(now)  # parents set aside here (max_deliveries)
             more = any(self._eligible(q, skip) for q in queues)
             return FetchResult(deliveries, more, self._next_due(queues))
 
@@ -150,9 +136,14 @@ class MemoryHotPath(MemoryState):
         times = [
             r.due_at() for q in queues for r in self._in_state(q, State.DELAYED, State.INFLIGHT)
         ]
+        deadline = self._next_deadline(queues)
+        times += [] if deadline is None else [deadline]
         return min(times) if times else None
 
     def _work_available(self, queues: list[str], now: float) -> bool:
+        deadline = self._next_deadline(queues)
+        if deadline is not None and deadline <= now:
+            return True  # a fetch must set a message aside as timed out
         return any(
             r.state == State.READY
             or (r.state in (State.DELAYED, State.INFLIGHT) and r.due_at() <= now)
@@ -205,5 +196,7 @@ class MemoryHotPath(MemoryState):
         with self._changed:
             record = self._held(lease)
             if record is not None:
-                self._kill(lease.queue, record, dead, self.clock())
+                now = self.clock()
+                self._kill(lease.queue, record, dead, now)
+                self._settle_deaths(now)
             return record is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any
 
@@ -13,6 +13,20 @@ from ..model import Binding, DeadLetter, Lease, MessageInfo, QueueLifetime, Rete
 #: States of a message that is queued (not handed out, not dead).
 QUEUED = (State.READY, State.DELAYED, State.WAITING)
 EXPIRED_DETAIL = "its time to live ran out before it was delivered"
+
+
+@dataclass
+class Waits:
+    """What a message published with ``depends_on`` waits on; ``pending`` and ``failed``
+    are the parents it still waits on and those whose failure set it aside."""
+
+    parents: tuple[str, ...]
+    on_parent_failure: str
+    deadline: float | None
+    pending: set[str]
+    failed: set[str] = field(default_factory=set)
+    #: False once released (by its parents or an operator): no longer in the graph.
+    attached: bool = True
 
 
 @dataclass
@@ -27,6 +41,8 @@ class Record:
     failure: bytes = b""
     #: Unix time after which a queued message is never handed out (TTL), or None.
     expires_at: float | None = None
+    #: Set for a message published with ``depends_on``.
+    deps: Waits | None = None
 
     @property
     def state(self) -> State:
@@ -52,6 +68,7 @@ class MemoryState:
     """What every slice of the memory store reads and changes, under one lock."""
 
     retention: RetentionPolicy
+    dependency_record_ttl_seconds: float
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
@@ -62,6 +79,16 @@ class MemoryState:
         self._lifetimes: dict[str, tuple[QueueLifetime, float | None]] = {}
         self._seq = count(1)
         self._changed = threading.Condition(threading.Lock())
+        #: task id -> (succeeded, expires at, detail): the completion records
+        self._completions: dict[str, tuple[bool, float, str]] = {}
+        #: parent task id -> (queue, message id) of messages that wait on it or that
+        #: its failure set aside (checked against the child's Waits when read)
+        self._edges: dict[str, set[tuple[str, str]]] = {}
+        #: (queue, message id) -> dependency deadline of a message waiting on parents
+        self._deadlines: dict[tuple[str, str], float] = {}
+        #: (task id, detail) of messages that died since the last settling of deaths
+        self._deaths: list[tuple[str, str]] = []
+        self._next_purge = 0.0
 
     # -- records ----------------------------------------------------------
     def _queue(self, queue: str) -> dict[str, Record]:
@@ -101,6 +128,8 @@ class MemoryState:
         )
         record.failure = dead.failure
         record.lease_until = record.lease_token = None
+        if record.info.task_id:  # its dependents fail in turn (see _settle_deaths)
+            self._deaths.append((record.info.task_id, f"dead: {dead.reason}"))
         self._trim_at(queue, self.retention, now)
 
     def _trim_at(self, queue: str, policy: RetentionPolicy, now: float) -> int:

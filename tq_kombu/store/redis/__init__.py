@@ -1,7 +1,8 @@
 """RedisStore: the production store, for many workers on many machines.
 
 One module per slice of the contract (:mod:`.hot_path`, :mod:`.dead_letters`,
-:mod:`.inspection`, :mod:`.administration`, :mod:`.routing`, :mod:`.workers`), all over
+:mod:`.inspection`, :mod:`.administration`, :mod:`.routing`, :mod:`.workers`,
+:mod:`.dependencies`), all over
 one client (:mod:`.client`); key names in :mod:`.keys`; the blocking wait in
 :mod:`.waiting`. Atomic operations are Lua commands in ``lua/`` (one per file, with its
 KEYS/ARGV header) built from the snippets of ``lua/includes/`` by :mod:`.scripts`.
@@ -20,6 +21,7 @@ from ..retention import retention_from_options
 from .administration import RedisAdministration
 from .client import REDIS_OPTIONS, connect
 from .dead_letters import RedisDeadLetters
+from .dependencies import RedisDependencies
 from .hot_path import RedisHotPath
 from .inspection import RedisInspection
 from .keys import QUEUE_KEYS, SCORE_SPAN, prefix_in_keys
@@ -40,6 +42,7 @@ __all__ = [
 class RedisStore(
     RedisHotPath,
     RedisDeadLetters,
+    RedisDependencies,  # before the Inspection slice it builds on
     RedisInspection,
     RedisAdministration,
     RedisRouting,

@@ -15,7 +15,8 @@ class RedisAdministration(RedisShared, Administration):
     """Cancel, reprioritise, release waiting messages, purge, delete queues."""
 
     def _cancel(self, queue: str, message_id: str) -> bool:
-        return bool(self._run("cancel", self.keys.group(queue), [message_id]))
+        args = [message_id, self._record_ttl_ms()]
+        return bool(self._run("cancel", self.keys.group(queue), args))
 
     def _set_priority(self, queue: str, message_id: str, priority: int) -> bool:
         return bool(self._run("set_priority", self.keys.group(queue), [message_id, priority]))

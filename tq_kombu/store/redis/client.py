@@ -76,6 +76,8 @@ class RedisShared:
     keys: KeyNames
     scripts: Scripts
     retention: RetentionPolicy
+    #: How long completion records live (the Dependencies slice's option).
+    dependency_record_ttl_seconds: float
 
     def _setup(self, client: redis.Redis, key_prefix: str, retention: RetentionPolicy) -> None:
         self.client = client
@@ -100,6 +102,10 @@ class RedisShared:
         """The retention ARGV of the scripts that set messages aside: kept ms, most kept."""
         policy = self.retention
         return [max(int(policy.ttl_seconds * 1000), 0), int(policy.max_per_queue)]
+
+    def _record_ttl_ms(self) -> int:
+        """The completion record TTL argument of the scripts where messages may die."""
+        return max(int(self.dependency_record_ttl_seconds * 1000), 1)
 
     def ping(self) -> None:
         with translated():

@@ -10,9 +10,17 @@ import base64
 import json
 from typing import Any
 
-from ..model import DeadLetter, MessageInfo, State
+from ..model import DeadLetter, MessageInfo, NewMessage, State
 
-__all__ = ["CORRUPT_META", "dead_args", "describe", "read_meta", "ms_or_empty"]
+__all__ = [
+    "CORRUPT_META",
+    "dead_args",
+    "dependency_args",
+    "describe",
+    "message_args",
+    "ms_or_empty",
+    "read_meta",
+]
 
 #: The dead detail shown for a message whose metadata record cannot be read.
 CORRUPT_META = "its metadata record cannot be read"
@@ -21,6 +29,30 @@ CORRUPT_META = "its metadata record cannot be read"
 def ms_or_empty(timestamp: float | None) -> str:
     """A Unix time (or duration) in whole milliseconds for the scripts, or "" for none."""
     return "" if timestamp is None else str(int(timestamp * 1000))
+
+
+def message_args(message: NewMessage) -> list[Any]:
+    """What enqueue.lua (and each message of enqueue_many.lua) takes first: id, payload,
+    priority, eta, target, task name, task id, own time to live."""
+    return [
+        message.message_id,
+        message.payload,
+        message.priority,
+        ms_or_empty(message.eta),
+        "waiting" if message.waiting else "auto",
+        message.task_name,
+        message.task_id,
+        "" if message.ttl_seconds is None else max(int(message.ttl_seconds * 1000), 0),
+    ]
+
+
+def dependency_args(message: NewMessage) -> list[Any]:
+    """A message's policy on parent failure, dependency deadline (ms or "") and parents."""
+    return [
+        message.on_parent_failure,
+        ms_or_empty(message.dependency_deadline),
+        *message.depends_on,
+    ]
 
 
 def dead_args(dead: DeadLetter | None) -> list[str]:

@@ -30,6 +30,7 @@ class RedisDeadLetters(RedisShared, DeadLetters):
             "" if dead.delivery_count is None else int(dead.delivery_count),
             ms_or_empty(dead.first_seen),
             *self._retention_args(),
+            self._record_ttl_ms(),
         ]
         before = self._run("bury_message", self.keys.group(queue), args).decode()
         return None if before == "stored" else State(before)

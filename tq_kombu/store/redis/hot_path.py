@@ -9,7 +9,7 @@ from ..contract import HotPath
 from ..model import DeadLetter, Delivery, FetchResult, Lease, NewMessage
 from ..waiting import Waiter
 from .client import RedisShared, translated
-from .codec import dead_args, ms_or_empty
+from .codec import dead_args, dependency_args, message_args
 from .waiting import SocketWaiter
 
 __all__ = ["RedisHotPath"]
@@ -20,16 +20,9 @@ class RedisHotPath(RedisShared, HotPath):
     ``renew.lua``, ``settle.lua``)."""
 
     def _enqueue(self, queue: str, message: NewMessage) -> None:
-        args = [
-            message.message_id,
-            message.payload,
-            message.priority,
-            ms_or_empty(message.eta),
-            "waiting" if message.waiting else "auto",
-            message.task_name,
-            message.task_id,
-            "" if message.ttl_seconds is None else max(int(message.ttl_seconds * 1000), 0),
-        ]
+        args = message_args(message)
+        if message.depends_on:
+            args += [self._record_ttl_ms(), *dependency_args(message)]
         self._run("enqueue", self.keys.group(queue), args)
 
     def _fetch(
@@ -53,7 +46,8 @@ class RedisHotPath(RedisShared, HotPath):
         keys: list[str] = []
         for queue in queues:
             keys += self.keys.group(queue)
-        reply = self._run("fetch", keys, [*args, *self._retention_args(), *skip])
+        retention = [*self._retention_args(), self._record_ttl_ms()]
+        reply = self._run("fetch", keys, [*args, *retention, *skip])
         deliveries = []
         for i in range(3, len(reply), 7):
             index, message_id, payload, priority, count, token, created_ms = reply[i : i + 7]
@@ -89,7 +83,9 @@ class RedisHotPath(RedisShared, HotPath):
         return lost
 
     def _settle(self, action: str, lease: Lease, dead: DeadLetter | None = None) -> bool:
-        args = [action, lease.message_id, lease.token, *dead_args(dead), *self._retention_args()]
+        args: list[Any] = [action, lease.message_id, lease.token, *dead_args(dead)]
+        if action == "bury":
+            args += [*self._retention_args(), self._record_ttl_ms()]
         return bool(self._run("settle", self.keys.group(lease.queue), args))
 
     def _ack(self, lease: Lease) -> bool:

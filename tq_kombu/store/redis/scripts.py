@@ -3,8 +3,8 @@
 A line ``--@include "name"`` is replaced, at registration, by ``lua/includes/name.lua``
 (itself expanded the same way); each include lands once per script, before its first
 user. Constants come from Python: ``@NAME@`` in a script or an include is replaced by
-:data:`CONSTANTS` ``[NAME]``, and the include ``queue_keys`` is generated from
-:data:`~.keys.QUEUE_KEYS`, so no number or key order is written twice.
+:data:`CONSTANTS` ``[NAME]``, and the includes ``queue_keys`` and ``key_names`` are
+generated from :mod:`.keys`, so no number, key order or key format is written twice.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 
 from ...errors import StoreError
 from ...priority import MAX_PRIORITY
+from ..contract.dependencies import DEPENDENCY_RECORD_TTL_SECONDS, NAMED_PARENTS
 from ..contract.hot_path import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
-from .keys import QUEUE_KEYS, SCORE_SPAN
+from .keys import DEPENDENCY_KEYS, EDGE_SEPARATOR, QUEUE_KEYS, SCORE_SPAN
 
 __all__ = ["CONSTANTS", "Scripts", "script_source"]
 
@@ -29,6 +30,13 @@ CONSTANTS: dict[str, int] = {
     "QUEUE_KEY_COUNT": len(QUEUE_KEYS),
     #: The layout of a queue's keys; a queue without it has its kept counts rebuilt.
     "LAYOUT_VERSION": 2,
+    #: Waiting scores are dependency deadlines (ms); one without a deadline scores this
+    #: plus its sequence, after every deadline (exact in a double up to 2**53).
+    "NO_DEADLINE_SCORE": 2**50,
+    #: The completion record TTL a script applies when its caller passes none.
+    "DEPENDENCY_RECORD_TTL_MS": int(DEPENDENCY_RECORD_TTL_SECONDS * 1000),
+    #: Most pending parents the detail of a dependency_timeout names.
+    "NAMED_PARENTS": NAMED_PARENTS,
 }
 
 _INCLUDE = re.compile(r"""^--\s*@include\s+["']([\w-]+)["']\s*$""")
@@ -46,6 +54,44 @@ def _queue_keys_include() -> str:
             "end",
         ]
     )
+
+
+def _key_names_include() -> str:
+    """Key names a script builds itself (a cascade reaches queues no KEYS name), in the
+    formats of :class:`~.keys.KeyNames`; a test holds the two equal."""
+    fields = ", ".join(f"{part} = tag .. '{part}'" for part in QUEUE_KEYS)
+    kinds = " or ".join(f"kind == '{kind}'" for kind in DEPENDENCY_KEYS)
+    separator = "\\0" if EDGE_SEPARATOR == "\0" else EDGE_SEPARATOR
+    return "\n".join(
+        [
+            "-- key_names (generated from keys.py): key names built inside Lua.",
+            "-- prefix_of(Q), queue_of(Q): the key prefix and queue name of a queue's keys",
+            "local function prefix_of(Q) return string.match(Q.meta, '^{([^:]*):') end",
+            "local function queue_of(Q)",
+            "  return string.sub(Q.meta, #prefix_of(Q) + 3, -#'}:meta' - 1)",
+            "end",
+            "-- keys_of_queue(P, queue): the keys of a queue by part (as queue_keys gives them)",
+            "local function keys_of_queue(P, queue)",
+            "  local tag = '{' .. P .. ':' .. queue .. '}:'",
+            f"  return {{{fields}}}",
+            "end",
+            "-- dep_key(P, kind, task_id): a task's key of the dependency keyspace",
+            "local function dep_key(P, kind, task_id)",
+            f"  assert({kinds}, 'unknown dependency key kind')",
+            "  return P .. '{deps}:' .. kind .. ':' .. task_id",
+            "end",
+            "-- edge_of(queue, id), split_edge(member): a child as the dependency sets hold it",
+            f"local EDGE_SEPARATOR = '{separator}'",
+            "local function edge_of(queue, id) return queue .. EDGE_SEPARATOR .. id end",
+            "local function split_edge(member)",
+            "  local cut = string.find(member, EDGE_SEPARATOR, 1, true)",
+            "  return string.sub(member, 1, cut - 1), string.sub(member, cut + 1)",
+            "end",
+        ]
+    )
+
+
+_GENERATED = {"queue_keys": _queue_keys_include, "key_names": _key_names_include}
 
 
 def _read(path: str) -> str:
@@ -71,7 +117,8 @@ def _expand(text: str, done: set[str], stack: list[str]) -> list[str]:
         if name in done:
             continue
         done.add(name)
-        source = _queue_keys_include() if name == "queue_keys" else _read(f"includes/{name}.lua")
+        generated = _GENERATED.get(name)
+        source = generated() if generated else _read(f"includes/{name}.lua")
         lines += _expand(source, done, [*stack, name])
     return lines
 

@@ -20,6 +20,9 @@ module                 holds
 ``administration.py``  cancel, set priority, release waiting, purge, delete
 ``routing.py``         bindings and queue lifetimes
 ``workers.py``         heartbeats
+``dependencies.py``    graphs stored at once, completions, the graph around a task
+                       (``cascade.py``: its steps; ``publishing.py``: storing one
+                       message, plain or dependent)
 =====================  ==========================================================
 """
 
@@ -36,6 +39,7 @@ from ..retention import retention_from_options
 from .administration import SQLiteAdministration
 from .db import Database
 from .dead_letters import SQLiteDeadLetters
+from .dependencies import SQLiteDependencies
 from .hot_path import SQLiteHotPath
 from .inspection import SQLiteInspection
 from .routing import SQLiteRouting
@@ -60,6 +64,7 @@ class SQLiteStore(
     SQLiteAdministration,
     SQLiteRouting,
     SQLiteWorkers,
+    SQLiteDependencies,
     Store,
 ):
     """A :class:`~tq_kombu.store.contract.Store` in one SQLite file (WAL mode)."""

@@ -8,32 +8,19 @@ import time
 
 from ..contract import DeadLetters
 from ..model import DeadLetter, NewMessage, RetentionPolicy, State
+from .cascade import drain_deaths, leave_graph, revive
 from .db import UsesDatabase
-from .rows import NEXT_SEQ, blob, take_seqs
+from .rows import NEXT_SEQ, blob, take_seqs, trim_dead
 
 #: Dead messages replayed per transaction by ``replay_many`` (each message moves whole).
 REPLAY_BATCH = 500
-
-
-def trim_dead(conn: sqlite3.Connection, queue: str, policy: RetentionPolicy) -> int:
-    """Drop dead messages past the policy's age, then the oldest beyond its count."""
-    aged = conn.execute(
-        "DELETE FROM messages WHERE queue = ? AND state = 'dead' AND dead_at < ?",
-        (queue, time.time() - policy.ttl_seconds),
-    ).rowcount
-    excess = conn.execute(
-        "DELETE FROM messages WHERE queue = ? AND state = 'dead' AND id IN ("
-        "SELECT id FROM messages WHERE queue = ? AND state = 'dead' "
-        "ORDER BY dead_at DESC, seq DESC LIMIT -1 OFFSET ?)",
-        (queue, queue, policy.max_per_queue),
-    ).rowcount
-    return int(aged) + int(excess)
 
 
 class SQLiteDeadLetters(UsesDatabase, DeadLetters):
     """Burial by id, replay, retention and failure records."""
 
     retention: RetentionPolicy
+    dependency_record_ttl_seconds: float
 
     def _bury_payload(self, queue: str, message: NewMessage, dead: DeadLetter) -> State | None:
         now = time.time()
@@ -81,6 +68,7 @@ class SQLiteDeadLetters(UsesDatabase, DeadLetters):
                     (*record, queue, message.message_id),
                 )
             trim_dead(conn, queue, self.retention)
+            drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
         return before
 
     def _replay_many(
@@ -124,7 +112,13 @@ def _replay_one(
         "priority = COALESCE(?, priority), seq = ?, delivery_count = 0, "
         "dead_reason = NULL, dead_detail = NULL, dead_at = NULL, hostname = NULL, "
         "failure = NULL, attempts = NULL, lease_until = NULL, lease_token = NULL "
-        "WHERE queue = ? AND id = ? AND state = 'dead'",
+        "WHERE queue = ? AND id = ? AND state = 'dead' RETURNING task_id",
         (target, priority, seq, queue, message_id),
     )
-    return int(cursor.rowcount > 0)
+    row = cursor.fetchone()
+    if row is None:
+        return 0
+    leave_graph(conn, queue, message_id)  # a replayed dependent runs as it is
+    if isinstance(row[0], str) and row[0]:
+        revive(conn, row[0])  # the dependents its failure set aside wait again
+    return 1

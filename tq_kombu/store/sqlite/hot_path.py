@@ -13,51 +13,27 @@ from __future__ import annotations
 import time
 
 from ..contract import HotPath
-from ..model import DeadLetter, FetchResult, Lease, NewMessage, State
+from ..model import DeadLetter, FetchResult, Lease, NewMessage
+from .cascade import drain_deaths, sweep_deadlines
 from .db import UsesDatabase
-from .dead_letters import trim_dead
 from .fetching import Lessee, expire_messages, lease_best, more_ready, next_due, promote_due
-from .rows import NEXT_SEQ
+from .publishing import store_message
+from .rows import NEXT_SEQ, trim_dead
 
 
 class SQLiteHotPath(UsesDatabase, HotPath):
     """Publish, consume and settle (the wait is in :mod:`.waiter`)."""
 
+    dependency_record_ttl_seconds: float
+
     def _enqueue(self, queue: str, message: NewMessage) -> None:
         """Store ``message`` as waiting, delayed or ready; an id the queue holds already
         changes nothing (INSERT OR IGNORE: the first copy stands)."""
         now = time.time()
-        if message.waiting:
-            state = State.WAITING
-        elif message.eta is not None and message.eta > now:
-            state = State.DELAYED
-        else:
-            state = State.READY
         with self.db.write("enqueue") as conn:
-            ttls = [] if message.ttl_seconds is None else [float(message.ttl_seconds)]
-            row = conn.execute(
-                "SELECT message_ttl_seconds FROM queue_lifetimes WHERE queue = ?", (queue,)
-            ).fetchone()
-            if row is not None and row[0] is not None:
-                ttls.append(float(row[0]))
-            conn.execute(
-                "INSERT OR IGNORE INTO messages (queue, id, state, priority, seq, eta, "
-                "task_name, task_id, payload, created_at, expires_at) "
-                f"VALUES (?, ?, ?, ?, {NEXT_SEQ}, ?, ?, ?, ?, ?, ?)",
-                (
-                    queue,
-                    message.message_id,
-                    state.value,
-                    message.priority,
-                    message.eta,
-                    message.task_name,
-                    message.task_id,
-                    message.payload,
-                    now,
-                    now + min(ttls) if ttls else None,
-                ),
-            )
-            conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+            store_message(conn, queue, message, now)
+            if message.depends_on:  # dead at once if a parent failed: cascade
+                drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
 
     def _fetch(
         self,
@@ -79,12 +55,22 @@ class SQLiteHotPath(UsesDatabase, HotPath):
     def _hand_out(
         self, queues: list[str], max_count: int, lessee: Lessee, skip: list[str], now: float
     ) -> FetchResult:
-        """Promote, expire, then lease or take, in one transaction."""
+        """Promote, expire, lease or take, then time out dependents past their deadline
+        and cascade every death, in one transaction."""
         with self.db.write("fetch") as conn:
             promote_due(conn, queues, now)
             expire_messages(conn, queues, now, self.retention)
             deliveries = lease_best(conn, queues, max_count, lessee, skip, now)
-            return FetchResult(deliveries, more_ready(conn, queues, skip), next_due(conn, queues))
+            due = next_due(conn, queues)  # dependency deadlines included
+            if (
+                due is not None
+                and due <= now
+                and sweep_deadlines(conn, queues, now, self.retention)
+            ):
+                due = next_due(conn, queues)
+            # parents set aside here (expired, corrupt, max_deliveries, timed out)
+            drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
+            return FetchResult(deliveries, more_ready(conn, queues, skip), due)
 
     def _renew(self, leases: list[Lease], lease_seconds: float) -> list[Lease]:
         lost: list[Lease] = []
@@ -150,4 +136,5 @@ class SQLiteHotPath(UsesDatabase, HotPath):
             )
             if cursor.rowcount:
                 trim_dead(conn, lease.queue, self.retention)
+                drain_deaths(conn, time.time(), self.dependency_record_ttl_seconds, self.retention)
             return cursor.rowcount > 0

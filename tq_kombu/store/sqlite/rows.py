@@ -8,10 +8,11 @@ next fetch that meets it sets the message aside as dead (reason ``corrupt``) in 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..model import DeadReason, MessageInfo, State
+from ..model import DeadReason, MessageInfo, RetentionPolicy, State
 
 __all__ = [
     "INFO_COLUMNS",
@@ -26,6 +27,7 @@ __all__ = [
     "is_number",
     "message_info",
     "take_seqs",
+    "trim_dead",
 ]
 
 #: The columns :func:`message_info` reads, in its order.
@@ -127,3 +129,18 @@ def bury_corrupt(conn: sqlite3.Connection, rowid: int, detail: str, now: float) 
         "lease_until = NULL, lease_token = NULL WHERE rowid = ?",
         (DeadReason.CORRUPT.value, detail[:300], now, rowid),
     )
+
+
+def trim_dead(conn: sqlite3.Connection, queue: str, policy: RetentionPolicy) -> int:
+    """Drop dead messages past the policy's age, then the oldest beyond its count."""
+    aged = conn.execute(
+        "DELETE FROM messages WHERE queue = ? AND state = 'dead' AND dead_at < ?",
+        (queue, time.time() - policy.ttl_seconds),
+    ).rowcount
+    excess = conn.execute(
+        "DELETE FROM messages WHERE queue = ? AND state = 'dead' AND id IN ("
+        "SELECT id FROM messages WHERE queue = ? AND state = 'dead' "
+        "ORDER BY dead_at DESC, seq DESC LIMIT -1 OFFSET ?)",
+        (queue, queue, policy.max_per_queue),
+    ).rowcount
+    return int(aged) + int(excess)

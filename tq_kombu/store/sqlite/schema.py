@@ -17,7 +17,7 @@ from ...errors import StoreError
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Messages with a time to live (AMQP expiration, x-message-ttl), by expiry.
 _EXPIRY_INDEX = """
@@ -97,6 +97,87 @@ _SCHEMA_5 = (
     _TASK_INDEX,
 )
 
+# -- schema 6: dependencies (see store.contract.dependencies and sqlite.dependencies) ---
+# A message published with depends_on: its parents (a JSON list of task ids), what a
+# parent's failure does to it, and the deadline of its wait.
+_DEPENDENT_COLUMNS = (
+    "ALTER TABLE messages ADD COLUMN parents TEXT",
+    "ALTER TABLE messages ADD COLUMN on_parent_failure TEXT",
+    "ALTER TABLE messages ADD COLUMN dependency_deadline REAL",
+)
+# Waiting messages by deadline: a fetch finds the first one in one seek.
+_DEADLINE_INDEX = """
+    CREATE INDEX IF NOT EXISTS messages_waiting_by_deadline
+        ON messages (queue, dependency_deadline)
+        WHERE state = 'waiting' AND dependency_deadline IS NOT NULL
+    """
+# parent task id -> dependent message, while that message waits or lies dead; status:
+# pending (no outcome yet), satisfied (done), failed (its failure set the message aside).
+_EDGES_TABLE = """
+    CREATE TABLE IF NOT EXISTS dependency_edges (
+        parent TEXT NOT NULL,
+        queue  TEXT NOT NULL,
+        id     TEXT NOT NULL,
+        status TEXT NOT NULL,
+        PRIMARY KEY (parent, queue, id)
+    ) WITHOUT ROWID
+    """
+_EDGES_BY_CHILD = """
+    CREATE INDEX IF NOT EXISTS dependency_edges_by_child ON dependency_edges (queue, id, status)
+    """
+# One outcome per finished task, kept until expires_at.
+_COMPLETIONS_TABLE = """
+    CREATE TABLE IF NOT EXISTS completions (
+        task_id    TEXT PRIMARY KEY,
+        succeeded  INTEGER NOT NULL,
+        detail     TEXT NOT NULL DEFAULT '',
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID
+    """
+_COMPLETIONS_BY_EXPIRY = (
+    "CREATE INDEX IF NOT EXISTS completions_by_expiry ON completions (expires_at)"
+)
+# Task ids of messages that died (any path), until the writer cascades to their dependents
+# in the same transaction: the triggers below fill it, sqlite.cascade empties it.
+_DEATHS_TABLE = """
+    CREATE TABLE IF NOT EXISTS dependency_deaths (
+        task_id TEXT PRIMARY KEY,
+        detail  TEXT NOT NULL
+    ) WITHOUT ROWID
+    """
+_JOURNAL_DEATH = """
+        INSERT OR IGNORE INTO dependency_deaths (task_id, detail)
+            VALUES (new.task_id, 'dead: ' || COALESCE(new.dead_reason, 'unknown'));
+    """
+_DEPENDENCY_TRIGGERS = (
+    f"""
+    CREATE TRIGGER IF NOT EXISTS messages_died AFTER UPDATE OF state ON messages
+    WHEN new.state = 'dead' AND old.state IS NOT 'dead' AND new.task_id != ''
+    BEGIN {_JOURNAL_DEATH} END
+    """,
+    f"""
+    CREATE TRIGGER IF NOT EXISTS messages_stored_dead AFTER INSERT ON messages
+    WHEN new.state = 'dead' AND new.task_id != ''
+    BEGIN {_JOURNAL_DEATH} END
+    """,
+    # a dependent that goes (cancelled, purged, trimmed) leaves the graph; one released
+    # (by its parents, an operator or a replay) leaves it by sqlite.cascade.leave_graph
+    """
+    CREATE TRIGGER IF NOT EXISTS dependents_leave_when_deleted AFTER DELETE ON messages
+    WHEN old.parents IS NOT NULL
+    BEGIN DELETE FROM dependency_edges WHERE queue = old.queue AND id = old.id; END
+    """,
+)
+_SCHEMA_6 = (
+    _DEADLINE_INDEX,
+    _EDGES_TABLE,
+    _EDGES_BY_CHILD,
+    _COMPLETIONS_TABLE,
+    _COMPLETIONS_BY_EXPIRY,
+    _DEATHS_TABLE,
+    *_DEPENDENCY_TRIGGERS,
+)
+
 _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS messages (
@@ -120,6 +201,9 @@ _SCHEMA = (
         failure        BLOB,
         attempts       INTEGER,
         expires_at     REAL,
+        parents        TEXT,
+        on_parent_failure TEXT,
+        dependency_deadline REAL,
         PRIMARY KEY (queue, id)
     )
     """,
@@ -169,6 +253,7 @@ _SCHEMA = (
     )
     """,
     *_SCHEMA_5,
+    *_SCHEMA_6,
 )
 
 #: Schema upgrades: from each version, the statements that lead to the next one.
@@ -180,6 +265,7 @@ _MIGRATIONS = {
     2: ("ALTER TABLE messages ADD COLUMN attempts INTEGER",),
     3: ("ALTER TABLE messages ADD COLUMN expires_at REAL", _EXPIRY_INDEX, _LIFETIMES_TABLE),
     4: _SCHEMA_5,
+    5: (*_DEPENDENT_COLUMNS, *_SCHEMA_6),
 }
 
 

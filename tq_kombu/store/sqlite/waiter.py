@@ -69,7 +69,7 @@ class SQLiteWaiting(UsesDatabase):
 
     def _work_state(self, queues: list[str]) -> tuple[bool, float | None]:
         """Whether a message is ready in ``queues`` now, and the earliest time a delayed
-        message comes due or a lease expires there."""
+        message comes due, a lease expires or a dependency deadline passes there."""
         due: list[float] = []
         with self.db.read("wait") as conn:
             for queue in queues:
@@ -77,7 +77,9 @@ class SQLiteWaiting(UsesDatabase):
                     "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready'),"
                     " (SELECT MIN(eta) FROM messages WHERE queue = ?1 AND state = 'delayed'),"
                     " (SELECT MIN(lease_until) FROM messages"
-                    "  WHERE queue = ?1 AND state = 'inflight')",
+                    "  WHERE queue = ?1 AND state = 'inflight'),"
+                    " (SELECT MIN(dependency_deadline) FROM messages WHERE queue = ?1"
+                    "  AND state = 'waiting' AND dependency_deadline IS NOT NULL)",
                     (queue,),
                 ).fetchone()
                 if row is None:

@@ -7,7 +7,9 @@
 -- ARGV[5] task name, ARGV[6] task id, ARGV[7] dead reason, ARGV[8] dead detail,
 -- ARGV[9] sealed failure record (base64, may be empty), ARGV[10] worker hostname,
 -- ARGV[11] attempts or "", ARGV[12] delivery count or "", ARGV[13] first seen in ms or "",
--- ARGV[14] dead letters kept for (ms), ARGV[15] most dead letters kept
+-- ARGV[14] dead letters kept for (ms), ARGV[15] most dead letters kept,
+-- ARGV[16] completion record TTL in ms (what waits on the task fails with it, in whatever
+-- queue, keys built from the prefix: see includes/cascade)
 -- Returns the state the message was in before ("ready", "delayed", "waiting", "inflight",
 -- "dead") or "stored" when the queue did not hold it.
 --@include "queue_keys"
@@ -18,9 +20,11 @@
 --@include "tasks"
 --@include "retention"
 --@include "layout"
+--@include "cascade_retention"
 local Q = queue_keys(1)
 local now = now_ms()
 local id = ARGV[1]
+deps.ttl_ms = tonumber(ARGV[16]) or deps.ttl_ms
 local function number_or_nil(value) if value == '' then return nil end return tonumber(value) end
 
 mark_layout(Q)
@@ -54,4 +58,5 @@ end
 meta.f, meta.h, meta.a = ARGV[9], ARGV[10], number_or_nil(ARGV[11])
 set_dead(Q, id, meta, now, ARGV[7], ARGV[8])
 trim_dead(Q, now, tonumber(ARGV[14]), tonumber(ARGV[15]))
+trim_cascaded(now, tonumber(ARGV[14]), tonumber(ARGV[15]))
 return before

@@ -7,7 +7,11 @@
 -- ARGV[1] max count, ARGV[2] consumer id, ARGV[3] lease in ms, or 0 to take the messages
 -- instead (no-ack consumers: removed from the store, no lease), ARGV[4] max deliveries,
 -- ARGV[5] dead letters kept for (ms), ARGV[6] most dead letters kept per queue,
--- ARGV[7...] task names to skip (left ready; at most SKIP_SCAN_LIMIT looked at per queue)
+-- ARGV[7] completion record TTL in ms (for what dies here, see includes/cascade),
+-- ARGV[8...] task names to skip (left ready; at most SKIP_SCAN_LIMIT looked at per queue)
+-- Waiting messages past their dependency deadline go dead (dependency_timeout) like the
+-- expired ones; what waits on a message that dies here follows it, in whatever queue
+-- (keys built from the prefix: see includes/cascade).
 -- Returns {more_ready 0|1, next_due_ms or -1, how many were set aside as dead, then per
 --          delivery: queue index (0-based), id, payload, priority, delivery count, lease
 --          token, first-seen time in ms (0 when unknown)}
@@ -21,6 +25,8 @@
 --@include "forget"
 --@include "promote"
 --@include "retention"
+--@include "deadlines"
+--@include "cascade_retention"
 local SKIP_SCAN_LIMIT = @SKIP_SCAN_LIMIT@
 local SCAN_WINDOW = 100
 local now = now_ms()
@@ -30,20 +36,24 @@ local consumer = ARGV[2]
 local lease_ms = tonumber(ARGV[3])
 local max_deliveries = tonumber(ARGV[4])
 local kept_ms, max_kept = tonumber(ARGV[5]), tonumber(ARGV[6])
+deps.ttl_ms = tonumber(ARGV[7]) or deps.ttl_ms
 local skip, skipping = {}, false
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   skip[ARGV[i]] = true
   skipping = true
 end
 local taking = lease_ms == 0
 local out = {0, -1, 0}
-local queues, died = {}, {}
+local queues, died, deadlines = {}, {}, {}
 
 -- 1. promote due delayed messages, reclaim expired leases, expire messages past their TTL
+-- or their dependency deadline
 for q = 1, nqueues do
   local Q = queue_keys((q - 1) * QUEUE_KEY_COUNT + 1)
   queues[q] = Q
-  died[q] = promote_due(Q, now) + reclaim_expired(Q, now) + expire_past_ttl(Q, now)
+  local timed_out
+  timed_out, deadlines[q] = time_out_waiting(Q, now)
+  died[q] = promote_due(Q, now) + reclaim_expired(Q, now) + expire_past_ttl(Q, now) + timed_out
 end
 
 -- 2. the best ready candidate of a queue: {id, score} or nil
@@ -131,6 +141,8 @@ for q = 1, nqueues do
       next_due = tonumber(first[2])
     end
   end
+  if deadlines[q] and (next_due == nil or deadlines[q] < next_due) then next_due = deadlines[q] end
 end
+trim_cascaded(now, kept_ms, max_kept)
 if next_due then out[2] = next_due end
 return out

@@ -1,17 +1,24 @@
--- purge: delete every message of one state of a queue.
--- KEYS: the queue's group (see includes/queue_keys)
+-- purge: delete every message of one state of a queue (a purged message waiting on
+-- parents leaves their children sets; nothing fails for a purge).
+-- KEYS: the queue's group (see includes/queue_keys); purging waiting messages with
+--       parents also writes those parents' dependency keys (see includes/cascade)
 -- ARGV[1] the state's part of the group: "ready", "delayed", "inflight", "dead" or "waiting"
 -- Returns how many messages were deleted.
 --@include "queue_keys"
 --@include "batches"
 --@include "meta"
 --@include "forget"
+--@include "cascade"
 local Q = queue_keys(1)
 local set = Q[ARGV[1]]
 local ids = redis.call('ZRANGE', set, 0, -1)
 each_batch(ids, function(batch)
   local raws = redis.call('HMGET', Q.meta, unpack(batch))
-  for j, id in ipairs(batch) do forget(Q, id, decode_meta(raws[j])) end
+  for j, id in ipairs(batch) do
+    local meta = decode_meta(raws[j])
+    if meta and type(meta.dp) == 'table' then unlink(prefix_of(Q), Q, id, meta) end
+    forget(Q, id, meta)
+  end
 end)
 redis.call('DEL', set)
 if ARGV[1] == 'ready' then

@@ -1,5 +1,8 @@
 -- replay: move a dead message back to ready, atomically, its delivery count reset and its
--- dead-letter record (reason, failure, hostname, attempts, dead-at) dropped.
+-- dead-letter record (reason, failure, hostname, attempts, dead-at) dropped. Its task's
+-- failed record is forgotten, and what that failure set aside waits again (see
+-- includes/revive; those messages and dependency keys are reached through names built
+-- from the prefix, see includes/cascade).
 -- KEYS: the source queue's group, then the target queue's group (the same queue's again
 --       unless replayed to another queue; see includes/queue_keys)
 -- ARGV[1] id, ARGV[2] new priority or ""
@@ -12,6 +15,7 @@
 --@include "marker"
 --@include "forget"
 --@include "layout"
+--@include "revive"
 local S, T = queue_keys(1), queue_keys(QUEUE_KEY_COUNT + 1)
 local id = ARGV[1]
 if not redis.call('ZSCORE', S.dead, id) then return 0 end
@@ -24,9 +28,11 @@ forget(S, id, meta)
 if not meta or type(meta.p) ~= 'number' then meta = {p = 5, t = '', i = ''} end
 if ARGV[2] ~= '' then meta.p = tonumber(ARGV[2]) end
 meta.n, meta.l, meta.r, meta.x, meta.f, meta.h, meta.d, meta.a = 0, nil, nil, nil, nil, nil, nil, nil
+meta.fp, meta.w = nil, nil
 ready_add(T, id, meta.p, tonumber(meta.c) or now_ms())
 save_meta(T, id, meta)
 redis.call('HSET', T.bodies, id, body or '')
 index_task(T, meta.i, id)
 wake(T)
+if type(meta.i) == 'string' and meta.i ~= '' then revive(prefix_of(T), meta.i) end
 return 1

@@ -5,7 +5,9 @@
 --         counted either way) or "bury" (dead, then the retention policy applies)
 -- ARGV[2] id, ARGV[3] lease token, ARGV[4] dead reason, ARGV[5] dead detail,
 -- ARGV[6] sealed failure record (base64, may be empty), ARGV[7] worker hostname,
--- ARGV[8] attempts or "", ARGV[9] dead letters kept for (ms), ARGV[10] most kept (bury)
+-- ARGV[8] attempts or "", ARGV[9] dead letters kept for (ms), ARGV[10] most kept (bury),
+-- ARGV[11] completion record TTL in ms (bury: what waits on the task fails with it, in
+-- whatever queue, keys built from the prefix: see includes/cascade)
 -- Returns 1 when settled, 0 when the lease was no longer held.
 --@include "queue_keys"
 --@include "now_ms"
@@ -15,6 +17,7 @@
 --@include "dead"
 --@include "forget"
 --@include "retention"
+--@include "cascade_retention"
 local Q = queue_keys(1)
 local action, id, token = ARGV[1], ARGV[2], ARGV[3]
 -- unreadable metadata: left to expire; the next fetch sets it aside as corrupt
@@ -29,9 +32,11 @@ end
 
 local now = now_ms()
 if action == 'bury' then
+  deps.ttl_ms = tonumber(ARGV[11]) or deps.ttl_ms
   meta.f, meta.h, meta.a = ARGV[6], ARGV[7], tonumber(ARGV[8])
   set_dead(Q, id, meta, now, ARGV[4], ARGV[5])
   trim_dead(Q, now, tonumber(ARGV[9]), tonumber(ARGV[10]))
+  trim_cascaded(now, tonumber(ARGV[9]), tonumber(ARGV[10]))
 else
   meta.l = nil
   save_meta(Q, id, meta)

@@ -3,6 +3,7 @@
 --@include "dead"
 --@include "corrupt"
 --@include "forget"
+--@include "cascade"
 -- What a fetch does to a queue before it hands anything out, each step at most
 -- PROMOTE_LIMIT messages. Each returns how many messages it set aside as dead.
 local PROMOTE_LIMIT = @PROMOTE_LIMIT@
@@ -53,7 +54,9 @@ local function expire_past_ttl(Q, now)
       if redis.call('ZREM', set, id) == 1 then queued = true end
     end
     if queued and dropping then
-      forget(Q, id, decode_meta(redis.call('HGET', Q.meta, id)))
+      local meta = decode_meta(redis.call('HGET', Q.meta, id))
+      if meta and type(meta.dp) == 'table' then unlink(prefix_of(Q), Q, id, meta) end
+      forget(Q, id, meta)
     elseif queued then
       local meta, why, kept = load_meta(Q, id)
       if meta then
