@@ -121,6 +121,7 @@ def drain_deaths(
         if not deaths:
             return Completion(released, failed)
         conn.execute("DELETE FROM dependency_deaths")
+        purge_completions(conn, now)  # every death writes one: keep the table bounded
         touched: set[str] = set()
         for task_id, detail in deaths:
             record_completion(conn, str(task_id), False, str(detail), now + record_ttl_seconds)
