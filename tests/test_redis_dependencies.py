@@ -301,8 +301,11 @@ class DependenciesKeepEverythingExact(RuleBasedStateMachine):
         queue=st.sampled_from(QUEUES),
         policy=st.sampled_from(["dead", "run"]),
         eta=st.booleans(),
+        overdue=st.booleans(),
     )
-    def enqueue_child(self, data: st.DataObject, queue: str, policy: str, eta: bool) -> None:
+    def enqueue_child(
+        self, data: st.DataObject, queue: str, policy: str, eta: bool, overdue: bool
+    ) -> None:
         number = next(self.numbers)
         parents = data.draw(st.sets(st.sampled_from(self.tasks), min_size=0, max_size=3))
         message = task(
@@ -311,6 +314,8 @@ class DependenciesKeepEverythingExact(RuleBasedStateMachine):
             tuple(sorted(parents)),
             on_parent_failure=policy,
             eta=time.time() + 3600 if eta else None,
+            # a deadline already past: the next fetch of its queue times it out
+            dependency_deadline=time.time() - 1 if overdue else None,
         )
         self.store.enqueue(queue, message)
         self.tasks.append(f"task-{number}")
