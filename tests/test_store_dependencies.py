@@ -4,9 +4,12 @@ every parent succeeded, failed (transitively) when one fails, over every store."
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +27,7 @@ from tq_kombu.store.model import (
     State,
 )
 
-from .store_contract import eventually, fetch, ids, message, only
+from .store_contract import CLOCK_SLACK, eventually, fetch, ids, message, only
 
 
 @pytest.fixture
@@ -229,6 +232,29 @@ def test_a_parent_handed_out_too_often_fails_its_children(store: Store) -> None:
     assert state_of(store, "kids", "c") == State.DEAD
 
 
+def test_a_parent_past_its_time_to_live_fails_its_children(store: Store) -> None:
+    expires = time.time() + 0.2
+    store.enqueue("default", replace(parent("p"), ttl_seconds=0.2))
+    store.enqueue("kids", child("c", ["p"]))
+    assert eventually(lambda: time.time() > expires + CLOCK_SLACK)  # its time must pass
+    assert fetch(store, ["default"]).deliveries == []
+    assert state_of(store, "default", "p") == State.DEAD
+    assert state_of(store, "kids", "c") == State.DEAD
+
+
+def test_a_waiting_child_that_dies_fails_its_own_dependents(store: Store) -> None:
+    store.enqueue("default", replace(child("c", ["p"]), ttl_seconds=0.2))
+    store.enqueue("default", child("g", ["c"]))
+    assert eventually(
+        lambda: (
+            not fetch(store, ["default"]).deliveries
+            and state_of(store, "default", "c") == State.DEAD
+        )
+    )
+    info = store.info("default", "m-g")
+    assert info is not None and info.dead_detail == "parent c failed"
+
+
 def test_a_child_whose_deadline_passes_goes_dead_as_timeout_and_cascades(store: Store) -> None:
     deadline = time.time() + 0.3
     store.enqueue("default", child("c", ["never-seen"], deadline=deadline))
@@ -387,6 +413,23 @@ def test_releasing_a_waiting_child_by_hand_detaches_it_from_its_parents(store: S
     assert store.complete("p", True) == Completion()
 
 
+def test_replaying_a_child_set_aside_runs_it_outside_the_graph(store: Store) -> None:
+    store.enqueue("default", child("c", ["p"]))
+    store.complete("p", False)
+    assert store.replay("default", "m-c") is True
+    assert ids(fetch(store, ["default"])) == ["m-c"]
+    assert store.dependency_info("p") is not None
+    assert store.dependency_info("p").children == []  # type: ignore[union-attr]
+
+
+def test_purged_waiting_children_leave_their_parents(store: Store) -> None:
+    store.enqueue("default", child("c1", ["p"]))
+    store.enqueue("default", child("c2", ["p"]))
+    assert store.purge("default", State.WAITING) == 2
+    assert store.dependency_info("p") is None
+    assert store.complete("p", True) == Completion()
+
+
 # -- inspection -------------------------------------------------------------------
 def test_dependency_info_shows_parents_with_their_outcomes_and_children(store: Store) -> None:
     store.enqueue("default", parent("running"))
@@ -454,4 +497,55 @@ def test_sqlite_purges_expired_completion_records(sqlite_url: str) -> None:
         return bool(rows == [("new",)])
 
     assert eventually(only_the_newest_is_kept)
+    opened.close()
+
+
+def test_sqlite_upgrades_a_schema_5_database_to_hold_dependencies(tmp_path: Path) -> None:
+    from tq_kombu.store.sqlite import SCHEMA_VERSION, SQLiteStore
+
+    # Given a database as tq wrote it before dependencies (schema 5), with messages
+    path = tmp_path / "old.db"
+    old = SQLiteStore(path)
+    old.enqueue("default", parent("p"))
+    old.enqueue("default", message("held", waiting=True))
+    old.close()
+    with sqlite3.connect(path) as conn:
+        for trigger in ("messages_died", "messages_stored_dead", "dependents_leave_when_deleted"):
+            conn.execute(f"DROP TRIGGER {trigger}")
+        for table in ("dependency_edges", "completions", "dependency_deaths"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("DROP INDEX messages_waiting_by_deadline")
+        for column in ("parents", "on_parent_failure", "dependency_deadline"):
+            conn.execute(f"ALTER TABLE messages DROP COLUMN {column}")
+        conn.execute("PRAGMA user_version = 5")
+    conn.close()
+    # When this tq opens it, then its messages are there and dependencies work
+    store = SQLiteStore(path)
+    try:
+        assert store.counts("default") == QueueCounts(ready=1, waiting=1)
+        store.enqueue("default", child("c", ["p"]))
+        assert store.cancel("default", "m-p") is True
+        assert state_of(store, "default", "c") == State.DEAD
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    conn.close()
+
+
+def test_sqlite_a_parent_whose_record_is_corrupt_fails_its_children(sqlite_url: str) -> None:
+    from tq_kombu.store import open_store
+
+    opened = open_store(sqlite_url)
+    opened.enqueue("default", parent("p"))
+    opened.enqueue("kids", child("c", ["p"]))
+    # Given the parent's record damaged from outside tq
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE messages SET priority = 'high' WHERE id = 'm-p'")
+    db.close()
+    # When a fetch meets it, then it is set aside as corrupt, and its child with it
+    assert fetch(opened, ["default"]).deliveries == []
+    parent_info = opened.info("default", "m-p")
+    assert parent_info is not None and parent_info.dead_reason == DeadReason.CORRUPT
+    assert state_of(opened, "kids", "c") == State.DEAD
     opened.close()

@@ -16,12 +16,20 @@ published after its parent finished is released (or failed) at once.
   ``dependency_failed`` (the detail names the parent), transitively; dependents with
   ``on_parent_failure="run"`` count that parent as done. A parent that is retrying has
   no completion yet: its children keep waiting.
+  Each dependent set aside is recorded as failed in turn (its own dependents, even
+  those published later, fail too); a message that dies while waiting (its deadline,
+  its time to live, a cancel) cascades the same way.
 - **Deadlines.** A message still waiting when its ``dependency_deadline`` passes goes
   dead as ``dependency_timeout`` (found by the next fetch of its queue, as delayed
-  messages are promoted).
+  messages are promoted, at most PROMOTE_LIMIT per queue); the detail names the parents
+  it still waited on. A fetch's ``next_due`` includes the earliest deadline.
 - **Replay.** Replaying a dead parent forgets its failure and returns the dependents
-  that its failure set aside (``dependency_failed`` naming it, transitively) to waiting;
-  its success then releases them.
+  that its failure set aside (``dependency_failed`` naming it, transitively) to waiting,
+  unless another parent's failure still holds them; its success then releases them.
+  A replayed dependent itself runs at once, out of the graph.
+- **Operators.** ``release_waiting`` of a dependent takes it out of the graph (its
+  parents no longer matter); ``cancel`` of a dependent removes it from its parents'
+  children, and ``cancel`` of a task counts as its failure.
 - **Graphs.** :meth:`enqueue_many` stores many messages across queues in one atomic
   step (all or nothing); parents inside the same batch are simply not done yet.
 """
@@ -74,8 +82,12 @@ class Dependencies(ABC):
         return self._complete(task_id, bool(succeeded), str(detail))
 
     def dependency_info(self, task_id: str) -> DependencyInfo | None:
-        """The parents (with their outcomes) and the children of ``task_id``; None when
-        the store knows neither the task as a parent nor as a waiting child."""
+        """The graph around ``task_id``: its own recorded outcome; its parents, in the
+        order of ``depends_on``, each with its completion record's outcome (else, while
+        this task waits, what its wait says: pending, satisfied, failed; else pending)
+        and where its latest message is held; its children that still wait on it or
+        that its failure set aside, by queue and message id. None when the store has no
+        completion record of it, no message of it published with parents and no child."""
         if not isinstance(task_id, str) or not task_id:
             raise ValueError(f"task_id must be a non-empty string, got {task_id!r}")
         return self._dependency_info(task_id)

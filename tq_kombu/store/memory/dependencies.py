@@ -153,6 +153,8 @@ class MemoryDependencies(MemoryState):
     def _settle_deaths(self, now: float) -> Completion:
         """Record each journalled death as a failure and cascade to its dependents."""
         released = failed = 0
+        if self._deaths:
+            self._purge_records(now)  # every death writes a record: keep them bounded
         while self._deaths:
             task_id, detail = self._deaths.pop(0)
             self._completions[task_id] = (False, now + self.dependency_record_ttl_seconds, detail)

@@ -7,7 +7,7 @@ import time
 
 from ..contract import Administration
 from ..model import RetentionPolicy, State
-from .cascade import drain_deaths, journal_death
+from .cascade import drain_deaths, journal_death, leave_graph
 from .db import UsesDatabase
 from .rows import NEXT_SEQ, QUEUED
 
@@ -54,6 +54,7 @@ class SQLiteAdministration(UsesDatabase, Administration):
             if cursor.rowcount == 0:
                 return False
             conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+            leave_graph(conn, queue, message_id)  # released by hand: no parent holds it
             return True
 
     def _purge(self, queue: str, state: State) -> int:

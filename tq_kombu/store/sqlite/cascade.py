@@ -3,9 +3,10 @@ transaction: completion records, releasing dependents, cascading deaths, deadlin
 replay revival (semantics: :mod:`tq_kombu.store.contract.dependencies`).
 
 The graph is ``dependency_edges`` (parent task id -> dependent message, with a status),
-kept only while the dependent waits or lies dead; triggers (see :mod:`.schema`) drop a
-dependent's edges when it is deleted or released by any path, and journal the task id
-of every message that dies, by any path, in ``dependency_deaths``. Whoever may have
+kept only while the dependent waits or lies dead: a trigger (see :mod:`.schema`) drops
+a dependent's edges when it is deleted by any path, :func:`leave_graph` when it is
+released. Another journals the task id of every message that dies, by any path, in
+``dependency_deaths``. Whoever may have
 killed a message calls :func:`drain_deaths` before committing: it records each death
 as a failure and sets its dependents aside, whose deaths are journalled in turn.
 """
@@ -19,7 +20,7 @@ from collections.abc import Iterable
 from ..contract import PROMOTE_LIMIT
 from ..contract.dependencies import NAMED_PARENTS, failed_detail, timeout_detail
 from ..model import Completion, DeadReason, RetentionPolicy
-from .rows import is_number, take_seqs, trim_dead
+from .rows import take_seqs, trim_dead
 
 PENDING, SATISFIED, FAILED = "pending", "satisfied", "failed"
 
@@ -63,7 +64,7 @@ def release_children(conn: sqlite3.Connection, parent: str, now: float) -> int:
 
 def release_if_free(conn: sqlite3.Connection, queue: str, message_id: str, now: float) -> int:
     """A waiting dependent with every parent satisfied goes delayed (ETA ahead) or to
-    the end of ready; its edges go with it (trigger). 1 if released."""
+    the end of ready, leaving the graph. 1 if released."""
     blocked = conn.execute(
         "SELECT 1 FROM dependency_edges WHERE queue = ? AND id = ? AND status != ? LIMIT 1",
         (queue, message_id, SATISFIED),
@@ -71,14 +72,21 @@ def release_if_free(conn: sqlite3.Connection, queue: str, message_id: str, now: 
     if blocked is not None:
         return 0
     seq = take_seqs(conn, 1)
-    return int(
-        conn.execute(
-            "UPDATE messages SET seq = ?, "
-            "state = CASE WHEN eta IS NOT NULL AND eta > ? THEN 'delayed' ELSE 'ready' END "
-            "WHERE queue = ? AND id = ? AND state = 'waiting' AND parents IS NOT NULL",
-            (seq, now, queue, message_id),
-        ).rowcount
-    )
+    released = conn.execute(
+        "UPDATE messages SET seq = ?, "
+        "state = CASE WHEN eta IS NOT NULL AND eta > ? THEN 'delayed' ELSE 'ready' END "
+        "WHERE queue = ? AND id = ? AND state = 'waiting' AND parents IS NOT NULL",
+        (seq, now, queue, message_id),
+    ).rowcount
+    if released:
+        leave_graph(conn, queue, message_id)
+    return int(released)
+
+
+def leave_graph(conn: sqlite3.Connection, queue: str, message_id: str) -> None:
+    """A dependent released (by its parents, an operator, a replay) is nobody's child
+    any more (one it was deleted leaves by trigger)."""
+    conn.execute("DELETE FROM dependency_edges WHERE queue = ? AND id = ?", (queue, message_id))
 
 
 def kill(
@@ -108,9 +116,12 @@ def drain_deaths(
     and is journalled in turn; one with policy ``run`` counts the parent as done."""
     released = failed = 0
     while True:
-        deaths = conn.execute("DELETE FROM dependency_deaths RETURNING task_id, detail").fetchall()
+        # a read first: on the hot path (every fetch) the journal is nearly always empty
+        deaths = conn.execute("SELECT task_id, detail FROM dependency_deaths").fetchall()
         if not deaths:
             return Completion(released, failed)
+        conn.execute("DELETE FROM dependency_deaths")
+        purge_completions(conn, now)  # every death writes one: keep the table bounded
         touched: set[str] = set()
         for task_id, detail in deaths:
             record_completion(conn, str(task_id), False, str(detail), now + record_ttl_seconds)
@@ -180,38 +191,22 @@ def revive(conn: sqlite3.Connection, task_id: str) -> None:
                 stack.append(row[0])
 
 
-_FIRST_DEADLINE = (
-    "SELECT MIN(dependency_deadline) FROM messages "
-    "WHERE queue = ? AND state = 'waiting' AND dependency_deadline IS NOT NULL"
-)
-
-
 def sweep_deadlines(
     conn: sqlite3.Connection, queues: list[str], now: float, retention: RetentionPolicy
-) -> float | None:
+) -> int:
     """Dependents of ``queues`` still waiting past their deadline go dead as
-    ``dependency_timeout`` (up to PROMOTE_LIMIT per queue); returns the earliest
-    deadline left. One index seek per queue when none has passed."""
-    earliest: list[float] = []
+    ``dependency_timeout`` (up to PROMOTE_LIMIT per queue); returns how many. The
+    caller runs it only once a due time has passed (see fetching.next_due)."""
+    timed_out = 0
     for queue in queues:
-        row = conn.execute(_FIRST_DEADLINE, (queue,)).fetchone()
-        first = _number(row)
-        if first is not None and first <= now:
-            _time_out(conn, queue, now)
+        died = _time_out(conn, queue, now)
+        if died:
             trim_dead(conn, queue, retention)
-            row = conn.execute(_FIRST_DEADLINE, (queue,)).fetchone()
-            first = _number(row)
-        if first is not None:
-            earliest.append(first)
-    return min(earliest) if earliest else None
+            timed_out += died
+    return timed_out
 
 
-def _number(row: tuple[object, ...] | None) -> float | None:
-    value = None if row is None else row[0]
-    return float(value) if isinstance(value, int | float) and is_number(value) else None
-
-
-def _time_out(conn: sqlite3.Connection, queue: str, now: float) -> None:
+def _time_out(conn: sqlite3.Connection, queue: str, now: float) -> int:
     rows = conn.execute(
         "SELECT id FROM messages WHERE queue = ? AND state = 'waiting' "
         "AND dependency_deadline IS NOT NULL AND dependency_deadline <= ? "
@@ -226,3 +221,4 @@ def _time_out(conn: sqlite3.Connection, queue: str, now: float) -> None:
         ).fetchall()
         detail = timeout_detail([str(p) for (p,) in pending])
         kill(conn, queue, message_id, DeadReason.DEPENDENCY_TIMEOUT.value, detail, now)
+    return len(rows)

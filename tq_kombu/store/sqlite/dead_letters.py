@@ -8,7 +8,7 @@ import time
 
 from ..contract import DeadLetters
 from ..model import DeadLetter, NewMessage, RetentionPolicy, State
-from .cascade import drain_deaths, revive
+from .cascade import drain_deaths, leave_graph, revive
 from .db import UsesDatabase
 from .rows import NEXT_SEQ, blob, take_seqs, trim_dead
 
@@ -98,7 +98,7 @@ def _replay_one(
     conn: sqlite3.Connection, queue: str, message_id: str, target: str, priority: int | None
 ) -> int:
     """Move one dead message to the end of ready in ``target``; 0 if it is not dead or
-    ``target`` holds its id already. A replayed dependent leaves the graph (trigger)."""
+    ``target`` holds its id already."""
     if (
         target != queue
         and conn.execute(
@@ -118,6 +118,7 @@ def _replay_one(
     row = cursor.fetchone()
     if row is None:
         return 0
+    leave_graph(conn, queue, message_id)  # a replayed dependent runs as it is
     if isinstance(row[0], str) and row[0]:
         revive(conn, row[0])  # the dependents its failure set aside wait again
     return 1

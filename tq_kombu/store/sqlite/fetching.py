@@ -234,16 +234,20 @@ def _hand_out(
     return Delivery(Lease(queue, message_id, token), row[0], priority, count, float(row[1]))
 
 
+_DUE_SQL = (  # "< ''": numbers only (see promote_due)
+    "SELECT (SELECT MIN(eta) FROM messages WHERE queue = ?1 AND state = 'delayed' AND eta < ''),"
+    " (SELECT MIN(lease_until) FROM messages WHERE queue = ?1 AND state = 'inflight'"
+    "  AND lease_until < ''),"
+    " (SELECT MIN(dependency_deadline) FROM messages WHERE queue = ?1 AND state = 'waiting'"
+    "  AND dependency_deadline IS NOT NULL)"
+)
+
+
 def next_due(conn: sqlite3.Connection, queues: list[str]) -> float | None:
-    """The earliest time a delayed message comes due or a lease expires in ``queues``."""
+    """The earliest time a delayed message comes due, a lease expires or a dependency
+    deadline passes in ``queues`` (one statement per queue)."""
     times: list[float] = []
     for queue in queues:
-        for sql in (  # "< ''": numbers only (see promote_due)
-            "SELECT MIN(eta) FROM messages WHERE queue = ? AND state = 'delayed' AND eta < ''",
-            "SELECT MIN(lease_until) FROM messages WHERE queue = ? AND state = 'inflight' "
-            "AND lease_until < ''",
-        ):
-            row = conn.execute(sql, (queue,)).fetchone()
-            if row is not None and row[0] is not None:
-                times.append(float(row[0]))
+        row = conn.execute(_DUE_SQL, (queue,)).fetchone()
+        times.extend(float(value) for value in row or () if is_number(value))
     return min(times) if times else None

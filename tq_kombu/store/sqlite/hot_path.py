@@ -55,16 +55,22 @@ class SQLiteHotPath(UsesDatabase, HotPath):
     def _hand_out(
         self, queues: list[str], max_count: int, lessee: Lessee, skip: list[str], now: float
     ) -> FetchResult:
-        """Promote, expire, then lease or take, in one transaction."""
+        """Promote, expire, lease or take, then time out dependents past their deadline
+        and cascade every death, in one transaction."""
         with self.db.write("fetch") as conn:
             promote_due(conn, queues, now)
             expire_messages(conn, queues, now, self.retention)
-            deadline = sweep_deadlines(conn, queues, now, self.retention)
             deliveries = lease_best(conn, queues, max_count, lessee, skip, now)
+            due = next_due(conn, queues)  # dependency deadlines included
+            if (
+                due is not None
+                and due <= now
+                and sweep_deadlines(conn, queues, now, self.retention)
+            ):
+                due = next_due(conn, queues)
             # parents set aside here (expired, corrupt, max_deliveries, timed out)
             drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
-            due = [t for t in (next_due(conn, queues), deadline) if t is not None]
-            return FetchResult(deliveries, more_ready(conn, queues, skip), min(due, default=None))
+            return FetchResult(deliveries, more_ready(conn, queues, skip), due)
 
     def _renew(self, leases: list[Lease], lease_seconds: float) -> list[Lease]:
         lost: list[Lease] = []

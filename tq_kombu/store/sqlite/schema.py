@@ -149,7 +149,6 @@ _JOURNAL_DEATH = """
         INSERT OR IGNORE INTO dependency_deaths (task_id, detail)
             VALUES (new.task_id, 'dead: ' || COALESCE(new.dead_reason, 'unknown'));
     """
-_LEAVE_GRAPH = "DELETE FROM dependency_edges WHERE queue = old.queue AND id = old.id;"
 _DEPENDENCY_TRIGGERS = (
     f"""
     CREATE TRIGGER IF NOT EXISTS messages_died AFTER UPDATE OF state ON messages
@@ -161,16 +160,12 @@ _DEPENDENCY_TRIGGERS = (
     WHEN new.state = 'dead' AND new.task_id != ''
     BEGIN {_JOURNAL_DEATH} END
     """,
-    # a dependent that goes (cancelled, purged, trimmed) or is released leaves the graph
-    f"""
+    # a dependent that goes (cancelled, purged, trimmed) leaves the graph; one released
+    # (by its parents, an operator or a replay) leaves it by sqlite.cascade.leave_graph
+    """
     CREATE TRIGGER IF NOT EXISTS dependents_leave_when_deleted AFTER DELETE ON messages
     WHEN old.parents IS NOT NULL
-    BEGIN {_LEAVE_GRAPH} END
-    """,
-    f"""
-    CREATE TRIGGER IF NOT EXISTS dependents_leave_when_released AFTER UPDATE OF state ON messages
-    WHEN old.parents IS NOT NULL AND new.state NOT IN ('waiting', 'dead')
-    BEGIN {_LEAVE_GRAPH} END
+    BEGIN DELETE FROM dependency_edges WHERE queue = old.queue AND id = old.id; END
     """,
 )
 _SCHEMA_6 = (
