@@ -156,6 +156,22 @@ def test_complete_is_one_evalsha_whatever_the_number_of_children(store: RedisSto
     assert store.counts("alpha").ready == store.counts("beta").ready == 100
 
 
+def test_a_graph_of_a_hundred_nodes_across_queues_is_stored_by_one_evalsha(
+    store: RedisStore,
+) -> None:
+    store.enqueue_many([("alpha", task("warm", "warm"))])
+    store.client.config_resetstat()
+    graph = [("alpha", task("n0", "node-0"))] + [
+        (QUEUES[i % 2], task(f"n{i}", f"node-{i}", (f"node-{i // 2}",))) for i in range(1, 100)
+    ]
+    store.enqueue_many(graph)
+    calls = command_calls(store.client)
+    assert calls.get("evalsha") == 1 and "eval" not in calls
+    assert store.counts("alpha").ready == 2  # warm and the root
+    assert store.counts("alpha").waiting + store.counts("beta").waiting == 99
+    edges_agree(store)
+
+
 def test_a_plain_message_costs_no_dependency_command_on_enqueue_fetch_and_ack(
     store: RedisStore,
 ) -> None:
