@@ -273,6 +273,30 @@ def test_a_parent_set_aside_by_fetch_fails_its_children_in_other_queues(
     kept_structures_agree(store)
 
 
+# -- replay across queues ------------------------------------------------------------
+def test_replaying_a_buried_parent_revives_its_descendants_in_other_queues(
+    store: RedisStore,
+) -> None:
+    # Given a chain parent (alpha) -> child (beta) -> grandchild (alpha), the parent buried
+    store.enqueue("alpha", task("p", "parent"))
+    store.enqueue("beta", task("c", "child", ("parent",)))
+    store.enqueue("alpha", task("g", "grandchild", ("child",)))
+    [delivery] = store.fetch(["alpha"], 1, "c", LONG_LEASE, 5).deliveries
+    assert store.bury(delivery.lease, DeadLetter(DeadReason.FAILED, "boom"))
+    assert (state_of(store, "beta", "c"), state_of(store, "alpha", "g")) == (State.DEAD,) * 2
+    # When the parent is replayed
+    assert store.replay("alpha", "p")
+    # Then its descendants wait again, with their edges, and the chain then runs through
+    assert (state_of(store, "beta", "c"), state_of(store, "alpha", "g")) == (State.WAITING,) * 2
+    edges_agree(store)
+    kept_structures_agree(store)
+    assert store.complete("parent", True).released == 1
+    assert store.complete("child", True).released == 1
+    assert store.counts("alpha").ready == 2 and store.counts("beta").ready == 1
+    edges_agree(store)
+    kept_structures_agree(store)
+
+
 # -- records expire ----------------------------------------------------------------------
 def test_completion_records_and_settled_edges_expire_after_the_record_ttl(
     store: RedisStore,
