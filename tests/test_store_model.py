@@ -1,8 +1,9 @@
 """Each real store agrees with the reference memory store under random operations.
 
-A hypothesis state machine applies the same enqueues (priorities, ETAs, waiting),
+A hypothesis state machine applies the same enqueues (priorities, ETAs, waiting, parents),
 fetches, takes (no-ack), acks, requeues, releases, burials, lease expiries, replays, cancels,
-re-prioritisations and purges to a real store (SQLite, Redis) and to a MemoryStore,
+re-prioritisations, purges and task completions to a real store (SQLite, Redis) and to a
+MemoryStore,
 then checks that both hold the same messages in the same states, in the same order
 where the contract gives one (ready: hand-out order; delayed: due order; waiting:
 arrival) and with the same priorities, delivery counts and dead reasons.
@@ -11,6 +12,7 @@ arrival) and with the same priorities, delivery counts and dead reasons.
 from __future__ import annotations
 
 import time
+import uuid
 from itertools import count
 
 import pytest
@@ -32,6 +34,8 @@ QUEUES = ("alpha", "beta")
 PRIORITIES = st.sampled_from([0, 1, 5, 10, 255])
 LONG_LEASE = 600.0
 CONSUMER = "model-consumer"
+#: Tasks no message of the test carries (parents that run elsewhere).
+EXTERNAL = ["ext-1", "ext-2"]
 #: Lists whose order the contract fixes; the others are compared as sets (ties in time).
 ORDERED = (State.READY, State.DELAYED, State.WAITING)
 
@@ -54,11 +58,20 @@ class StoreAgreesWithModel(RuleBasedStateMachine):
         #: message id -> (queue, lease in the real store, lease in the model)
         self.held: dict[str, tuple[str, Lease, Lease]] = {}
         self.known: dict[str, str] = {}  # message id -> queue it was last seen in
+        # task ids of this run (completion records outlive the queues deleted after a run)
+        self.run = uuid.uuid4().hex[:8]
 
     def teardown(self) -> None:
         for queue in QUEUES:
             self.real.delete_queue(queue)
         self.real.close()
+
+    def task(self, name: str) -> str:
+        """The task id of message ``name`` (or of an external task) in this run."""
+        return f"{self.run}:{name}"
+
+    def tasks(self) -> st.SearchStrategy[str]:
+        return st.sampled_from([self.task(name) for name in sorted(self.known) + EXTERNAL])
 
     def both(self, method: str, *args: object) -> tuple[object, object]:
         return getattr(self.real, method)(*args), getattr(self.model, method)(*args)
@@ -79,10 +92,34 @@ class StoreAgreesWithModel(RuleBasedStateMachine):
             "future": time.time() + 3600 + next(self.eta_offsets),
         }[when]
         message = NewMessage(
-            message_id, message_id.encode(), priority, eta, "t", message_id, waiting
+            message_id, message_id.encode(), priority, eta, "t", self.task(message_id), waiting
         )
         self.both("enqueue", queue, message)
         self.known[message_id] = queue
+
+    @rule(
+        queue=st.sampled_from(QUEUES),
+        priority=PRIORITIES,
+        data=st.data(),
+        policy=st.sampled_from(["dead", "run"]),
+    )
+    def enqueue_dependent(
+        self, queue: str, priority: int, data: st.DataObject, policy: str
+    ) -> None:
+        parents = data.draw(st.lists(self.tasks(), min_size=1, max_size=3, unique=True))
+        message_id = f"m{next(self.ids)}"
+        message = NewMessage(
+            message_id, message_id.encode(), priority, None, "t", self.task(message_id),
+            depends_on=tuple(parents), on_parent_failure=policy,
+        )  # fmt: skip
+        self.both("enqueue", queue, message)
+        self.known[message_id] = queue
+
+    @rule(data=st.data(), succeeded=st.booleans())
+    def complete(self, data: st.DataObject, succeeded: bool) -> None:
+        task_id = data.draw(self.tasks())
+        real, model = self.both("complete", task_id, succeeded)
+        assert real == model, task_id
 
     # -- consume ----------------------------------------------------------
     @rule(
@@ -190,6 +227,12 @@ class StoreAgreesWithModel(RuleBasedStateMachine):
         assert real == model
 
     # -- agreement --------------------------------------------------------
+    @invariant()
+    def both_stores_see_the_same_graph(self) -> None:
+        for task_id in [self.task(name) for name in sorted(self.known)[-5:] + EXTERNAL]:
+            real, model = self.both("dependency_info", task_id)
+            assert real == model, task_id
+
     @invariant()
     def both_stores_hold_the_same_messages(self) -> None:
         for queue in QUEUES:

@@ -156,25 +156,37 @@ class MemoryDependencies(MemoryState):
         if self._deaths:
             self._purge_records(now)  # every death writes a record: keep them bounded
         while self._deaths:
-            task_id, detail = self._deaths.pop(0)
-            self._completions[task_id] = (False, now + self.dependency_record_ttl_seconds, detail)
-            for key in self._children(task_id):
-                record = self._record(*key)
-                if record is None or record.deps is None or task_id not in record.deps.pending:
-                    continue  # trimmed by a death just before, or set aside already
-                deps = record.deps
-                deps.pending.discard(task_id)
-                if deps.on_parent_failure == "run":
-                    if record.state == State.WAITING and not deps.pending:
-                        self._release_dependent(key, record, now)
-                        released += 1
-                    continue
-                deps.failed.add(task_id)
-                if record.state == State.WAITING:
-                    dead = DeadLetter(DeadReason.DEPENDENCY_FAILED, failed_detail(task_id))
-                    self._kill(key[0], record, dead, now)
-                    failed += 1
+            batch: dict[str, str] = {}
+            for task_id, detail in self._deaths:
+                batch.setdefault(task_id, detail)
+            self._deaths.clear()
+            for task_id in sorted(batch):  # in batches by task id, as SQLite's journal
+                freed, died = self._fail_children(task_id, batch[task_id], now)
+                released += freed
+                failed += died
         return Completion(released, failed)
+
+    def _fail_children(self, task_id: str, detail: str, now: float) -> tuple[int, int]:
+        """Record ``task_id`` as failed; release or set aside what waits on it."""
+        released = failed = 0
+        self._completions[task_id] = (False, now + self.dependency_record_ttl_seconds, detail)
+        for key in self._children(task_id):
+            record = self._record(*key)
+            if record is None or record.deps is None or task_id not in record.deps.pending:
+                continue  # trimmed by a death just before, or set aside already
+            deps = record.deps
+            deps.pending.discard(task_id)
+            if deps.on_parent_failure == "run":
+                if record.state == State.WAITING and not deps.pending:
+                    self._release_dependent(key, record, now)
+                    released += 1
+                continue
+            deps.failed.add(task_id)
+            if record.state == State.WAITING:
+                dead = DeadLetter(DeadReason.DEPENDENCY_FAILED, failed_detail(task_id))
+                self._kill(key[0], record, dead, now)
+                failed += 1
+        return released, failed
 
     def _release_dependent(self, key: tuple[str, str], record: Record, now: float) -> None:
         """A waiting message to delayed (ETA ahead) or ready, out of the graph."""
@@ -295,11 +307,9 @@ class MemoryDependencies(MemoryState):
         done = self._completion(parent, now)
         if done is not None:
             return _outcome(done)
-        if parent in deps.failed:
-            return ParentState.FAILED
-        if parent in deps.pending or not deps.attached:
-            return ParentState.PENDING  # no record, and no longer in the graph
-        return ParentState.SUCCEEDED
+        if not deps.attached or parent in deps.pending:
+            return ParentState.PENDING  # no record, and no longer in the graph or waited on
+        return ParentState.FAILED if parent in deps.failed else ParentState.SUCCEEDED
 
     def _purge_records(self, now: float) -> None:
         """Now and then: drop expired completion records, stale edges and deadlines."""

@@ -53,13 +53,14 @@ def outcomes(conn: sqlite3.Connection, task_ids: Iterable[str], now: float) -> d
 
 def release_children(conn: sqlite3.Connection, parent: str, now: float) -> int:
     """``parent`` succeeded: its pending edges are satisfied; release each dependent
-    left with no pending or failed parent. Returns how many were released."""
+    left with no pending or failed parent (by queue, then message id, as every step
+    here orders its dependents, so that stores agree). Returns how many were released."""
     rows = conn.execute(
         "UPDATE dependency_edges SET status = ? WHERE parent = ? AND status = ? "
         "RETURNING queue, id",
         (SATISFIED, parent, PENDING),
     ).fetchall()
-    return sum(release_if_free(conn, queue, message_id, now) for queue, message_id in rows)
+    return sum(release_if_free(conn, queue, id_, now) for queue, id_ in sorted(rows))
 
 
 def release_if_free(conn: sqlite3.Connection, queue: str, message_id: str, now: float) -> int:
@@ -117,7 +118,9 @@ def drain_deaths(
     released = failed = 0
     while True:
         # a read first: on the hot path (every fetch) the journal is nearly always empty
-        deaths = conn.execute("SELECT task_id, detail FROM dependency_deaths").fetchall()
+        deaths = conn.execute(
+            "SELECT task_id, detail FROM dependency_deaths ORDER BY task_id"
+        ).fetchall()
         if not deaths:
             return Completion(released, failed)
         conn.execute("DELETE FROM dependency_deaths")
@@ -138,7 +141,7 @@ def _fail_children(
     rows = conn.execute(
         "SELECT e.queue, e.id, m.on_parent_failure, m.state FROM dependency_edges e "
         "JOIN messages m ON m.queue = e.queue AND m.id = e.id "
-        "WHERE e.parent = ? AND e.status = ?",
+        "WHERE e.parent = ? AND e.status = ? ORDER BY e.queue, e.id",
         (parent, PENDING),
     ).fetchall()
     released = failed = 0
@@ -172,7 +175,7 @@ def revive(conn: sqlite3.Connection, task_id: str) -> None:
             "RETURNING queue, id",
             (PENDING, parent, FAILED),
         ).fetchall()
-        for queue, message_id in rows:
+        for queue, message_id in sorted(rows):
             held = conn.execute(
                 "SELECT 1 FROM dependency_edges WHERE queue = ? AND id = ? AND status = ?",
                 (queue, message_id, FAILED),
