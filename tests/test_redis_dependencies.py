@@ -22,7 +22,14 @@ from hypothesis.stateful import (
 
 from tests.test_redis_layout import recount
 from tq_kombu.errors import StoreError
-from tq_kombu.store.model import DeadLetter, DeadReason, NewMessage, ParentState, State
+from tq_kombu.store.model import (
+    DeadLetter,
+    DeadReason,
+    DependencyLink,
+    NewMessage,
+    ParentState,
+    State,
+)
 from tq_kombu.store.redis import RedisStore, scripts
 from tq_kombu.store.redis.keys import DEPENDENCY_KEYS, QUEUE_KEYS, KeyNames
 from tq_kombu.store.redis.scripts import CONSTANTS
@@ -68,23 +75,29 @@ def state_of(store: RedisStore, queue: str, message_id: str) -> State | None:
 
 
 def edges_agree(store: RedisStore) -> None:
-    """Every pending edge names a waiting message that lists that parent, and each waiting
-    message with parents has as many pending edges as its kept count ``w``."""
+    """Every pending edge names a message of the graph that lists that parent (or one
+    deleted since), and each message of the graph (waiting, or dead: it keeps its
+    edges) has as many pending edges as its kept count ``w``; a waiting one has some."""
     client, found = store.client, Counter[tuple[str, str]]()
     for key in client.scan_iter(match=store.keys.dependency("children", "*")):
         parent = key.decode().split(":children:", 1)[1]
         for member in client.smembers(key):
             queue, message_id = member.decode().split("\0")
-            keys = store.keys_of(queue)
-            assert client.zscore(keys["waiting"], message_id) is not None, (parent, message_id)
-            assert parent in json.loads(client.hget(keys["meta"], message_id))["dp"]
+            raw = client.hget(store.keys_of(queue)["meta"], message_id)
+            if raw is None:
+                continue  # trimmed or purged dead: filtered wherever edges are read
+            meta = json.loads(raw)
+            assert parent in meta["dp"] and not meta.get("dt"), (parent, message_id)
             found[(queue, message_id)] += 1
     for queue in QUEUES:
         keys = store.keys_of(queue)
-        for raw_id in client.zrange(keys["waiting"], 0, -1):
-            meta = json.loads(client.hget(keys["meta"], raw_id))
-            if "dp" in meta:
-                assert meta["w"] == found[(queue, raw_id.decode())] > 0
+        for raw_id, raw in client.hgetall(keys["meta"]).items():
+            meta = json.loads(raw)
+            if "dp" not in meta or meta.get("dt"):
+                continue
+            assert meta["w"] == found[(queue, raw_id.decode())], (queue, raw_id, meta)
+            if client.zscore(keys["waiting"], raw_id) is not None:
+                assert meta["w"] > 0
 
 
 def kept_structures_agree(store: RedisStore) -> None:
@@ -226,7 +239,10 @@ def test_fetch_reports_the_next_deadline_and_times_out_a_child_with_its_dependen
         "dependency_failed",
         "parent child failed",
     )
-    assert store.client.exists(store.keys.dependency("children", "never")) == 0
+    # and stays in its pending parent's graph as a dead dependent
+    never = store.dependency_info("never")
+    assert never is not None
+    assert never.children == [DependencyLink("child", ParentState.FAILED, "alpha", "c")]
     edges_agree(store)
 
 

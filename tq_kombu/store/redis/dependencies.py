@@ -93,45 +93,47 @@ class RedisDependencies(RedisInspection, Dependencies):
         )
 
     def _children(self, task_id: str, pending: set[Any], settled: set[Any]) -> list[DependencyLink]:
-        """The messages still waiting on ``task_id`` and those its failure set aside
-        (still dead as dependency_failed naming it), by queue and message id."""
+        """The messages in the graph that still count ``task_id`` pending (waiting, or
+        dead for another reason) or that its failure holds dead, by queue and message
+        id; failed when dead."""
         waiting = {_edge(member) for member in pending}
         edges = sorted(waiting | {_edge(member) for member in settled})
         links = []
         for (queue, message_id), meta in zip(edges, self._metas(edges), strict=True):
-            child = str(meta.get("i") or "")
-            if (queue, message_id) in waiting:
-                links.append(DependencyLink(child, ParentState.PENDING, queue, message_id))
-            elif meta.get("r") == "dependency_failed" and meta.get("fp") == task_id:
-                links.append(DependencyLink(child, ParentState.FAILED, queue, message_id))
+            if not meta or meta.get("dt") or not isinstance(meta.get("dp"), list):
+                continue
+            held = isinstance(meta.get("ff"), list) and task_id in meta["ff"]
+            if (queue, message_id) in waiting or held:
+                state = ParentState.FAILED if meta.get("r") else ParentState.PENDING
+                links.append(DependencyLink(str(meta.get("i") or ""), state, queue, message_id))
         return links
 
     def _parent_states(
         self, own: tuple[str, str] | None, meta: dict[str, Any], parents: list[str]
     ) -> dict[str, ParentState]:
-        """Each parent's completion record; without one, what the task's wait says: the
-        parent that set it aside failed, one it no longer waits on (while it waits)
-        succeeded, any other is pending."""
+        """Each parent's completion record; without one, what the task's wait says:
+        pending while it counts it so (or when out of the graph), failed when that
+        parent's failure holds it dead, else succeeded."""
         if not parents or own is None:
             return {}
         queue, message_id = own
         member = f"{queue}{EDGE_SEPARATOR}{message_id}"
         with translated(), self.client.pipeline(transaction=False) as pipe:
             pipe.mget([self.keys.dependency("done", p) for p in parents])
-            pipe.zscore(self.keys.queue(queue)["waiting"], message_id)
             for p in parents:
                 pipe.sismember(self.keys.dependency("children", p), member)
-            outcomes, waiting, *edges = pipe.execute()
+            outcomes, *edges = pipe.execute()
+        holding: list[Any] = meta["ff"] if isinstance(meta.get("ff"), list) else []
         states = {}
         for parent, outcome, pending in zip(parents, outcomes, edges, strict=True):
             if outcome:
                 states[parent] = _state(outcome)
-            elif meta.get("fp") == parent:
-                states[parent] = ParentState.FAILED
-            elif waiting is not None and not pending:
-                states[parent] = ParentState.SUCCEEDED
-            else:
+            elif meta.get("dt") or pending:
                 states[parent] = ParentState.PENDING
+            elif parent in holding:
+                states[parent] = ParentState.FAILED
+            else:
+                states[parent] = ParentState.SUCCEEDED
         return states
 
     def _locate(self, queues: list[str], task_ids: list[str]) -> dict[str, tuple[str, str]]:

@@ -18,6 +18,9 @@ local queued = ready_remove(Q, id) ~= nil
   or redis.call('ZREM', Q.waiting, id) == 1
 if not queued then return 0 end
 local meta = decode_meta(redis.call('HGET', Q.meta, id))
-if meta then gone(Q, id, meta, now_ms()) end
+if meta then
+  detach(prefix_of(Q), Q, id, meta)
+  gone(Q, id, meta, now_ms())
+end
 forget(Q, id, meta)
 return 1
