@@ -5,7 +5,8 @@
 -- Dependencies: completion records and edges in the store's dependency keyspace,
 -- <prefix>{deps}:<kind>:<task id> (see key_names), shared by every queue:
 --   done:<t>      "succeeded" or "failed"; expires after the record TTL
---   children:<t>  set of edge_of(queue, id): messages still waiting on t
+--   children:<t>  set of edge_of(queue, id): messages that count t pending (waiting,
+--                 or dead: a dead dependent keeps its edges, as in the memory store)
 --   settled:<t>   the same, for edges t's completion settled; expires with done:<t>
 -- A child's metadata holds dp (its parents), w (how many are still pending: it is in
 -- their children sets, waiting or dead), pf ("run": a parent's failure counts as done),
