@@ -31,8 +31,7 @@ class SQLiteHotPath(UsesDatabase, HotPath):
         changes nothing (INSERT OR IGNORE: the first copy stands)."""
         now = time.time()
         with self.db.write("enqueue") as conn:
-            store_message(conn, queue, message, now)
-            if message.depends_on:  # dead at once if a parent failed: cascade
+            if store_message(conn, queue, message, now):  # dead at once: a parent failed
                 drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
 
     def _fetch(

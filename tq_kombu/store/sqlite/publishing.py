@@ -10,19 +10,20 @@ import sqlite3
 
 from ..contract.dependencies import failed_detail
 from ..model import DeadReason, NewMessage, State
-from .cascade import FAILED, PENDING, SATISFIED, kill, outcomes, purge_completions
+from .cascade import FAILED, PENDING, SATISFIED, kill, outcomes
 from .rows import NEXT_SEQ
 
 __all__ = ["store_message"]
 
 
-def store_message(conn: sqlite3.Connection, queue: str, message: NewMessage, now: float) -> None:
+def store_message(conn: sqlite3.Connection, queue: str, message: NewMessage, now: float) -> bool:
     """Store ``message``; an id the queue holds already changes nothing (the first copy
-    stands). A dependent's death is journalled: the caller drains the journal."""
+    stands). True when it is stored dead (a parent failed): its death is journalled,
+    and the caller drains the journal (see cascade.drain_deaths)."""
     if message.depends_on:
-        _store_dependent(conn, queue, message, now)
-    else:
-        _insert(conn, queue, message, _plain_state(message, now), now)
+        return _store_dependent(conn, queue, message, now)
+    _insert(conn, queue, message, _plain_state(message, now), now)
+    return False
 
 
 def _plain_state(message: NewMessage, now: float) -> State:
@@ -67,15 +68,9 @@ def _insert(
     return cursor.rowcount > 0
 
 
-def _store_dependent(conn: sqlite3.Connection, queue: str, message: NewMessage, now: float) -> None:
+def _store_dependent(conn: sqlite3.Connection, queue: str, message: NewMessage, now: float) -> bool:
     """Waiting with an edge per parent while a parent is pending or one failed (then
     dead at once as ``dependency_failed``); else stored as a plain message would be."""
-    held = conn.execute(
-        "SELECT 1 FROM messages WHERE queue = ? AND id = ?", (queue, message.message_id)
-    ).fetchone()
-    if held is not None:
-        return
-    purge_completions(conn, now)
     known = outcomes(conn, message.depends_on, now)
     statuses: dict[str, str] = {}
     for parent in message.depends_on:
@@ -88,12 +83,14 @@ def _store_dependent(conn: sqlite3.Connection, queue: str, message: NewMessage, 
     failed = next((p for p, status in statuses.items() if status == FAILED), None)
     if failed is None and PENDING not in statuses.values():
         _insert(conn, queue, message, _plain_state(message, now), now)
-        return
-    _insert(conn, queue, message, State.WAITING, now)
+        return False
+    if not _insert(conn, queue, message, State.WAITING, now):
+        return False  # the queue holds this id already: the first copy stands
     conn.executemany(
-        "INSERT INTO dependency_edges (parent, queue, id, status) VALUES (?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO dependency_edges (parent, queue, id, status) VALUES (?, ?, ?, ?)",
         [(parent, queue, message.message_id, status) for parent, status in statuses.items()],
     )
     if failed is not None:
         reason = DeadReason.DEPENDENCY_FAILED.value
         kill(conn, queue, message.message_id, reason, failed_detail(failed), now)
+    return failed is not None
