@@ -20,7 +20,9 @@ if not queued then return 0 end
 local meta = decode_meta(redis.call('HGET', Q.meta, id))
 if meta then
   detach(prefix_of(Q), Q, id, meta)
-  gone(Q, id, meta, now_ms())
+  local now = now_ms()
+  gone(Q, id, meta, now)
+  settle_deaths(now)
 end
 forget(Q, id, meta)
 return 1

@@ -19,9 +19,11 @@
 -- the prefix (key_names), the one exception to "every key a script touches is in KEYS"
 -- (so dependencies across queues need one Redis, not a Cluster).
 local NO_DEADLINE = @NO_DEADLINE_SCORE@
--- What the running script set: how long records live (ms), and the dead sets of the
--- queues where a cascade set messages aside (their retention is the caller's to apply).
-local deps = {ttl_ms = @DEPENDENCY_RECORD_TTL_MS@, died = {}}
+-- What the running script set: how long records live (ms), the dead sets of the queues
+-- where a cascade set messages aside (their retention is the caller's to apply), and
+-- the tasks that died here, whose dependents follow at settle_deaths (deaths journaled
+-- and settled in task id order, as the memory store does).
+local deps = {ttl_ms = @DEPENDENCY_RECORD_TTL_MS@, died = {}, deaths = {}, journaled = {}}
 
 local function record_outcome(P, task_id, outcome)
   redis.call('SET', dep_key(P, 'done', task_id), outcome, 'PX', deps.ttl_ms)
@@ -94,14 +96,15 @@ local function take_children(P, t)
   return members
 end
 
--- finish(P, task_id, succeeded, now): the messages waiting on task_id (or dead, still
--- counting it pending) stop waiting on it. A success, or a failure under policy run,
--- releases those left waiting on nothing; a failure under policy dead holds them dead:
--- a waiting one is set aside as dependency_failed naming it and recorded failed, and
--- its own dependents follow, level by level. Returns released, failed.
-local function finish(P, task_id, succeeded, now)
+-- finish(P, tasks, succeeded, now): the messages waiting on each of tasks (or dead,
+-- still counting it pending) stop waiting on it. A success, or a failure under policy
+-- run, releases those left waiting on nothing; a failure under policy dead holds them
+-- dead: a waiting one is set aside as dependency_failed naming it and recorded failed,
+-- and its own dependents follow, level by level (each in task id order). Returns
+-- released, failed.
+local function finish(P, tasks, succeeded, now)
   local released, failed = 0, 0
-  local level, first = {task_id}, true
+  local level, first = tasks, true
   while #level > 0 do
     local next_level, seen = {}, {}
     for _, t in ipairs(level) do
@@ -152,15 +155,30 @@ end
 
 -- gone(Q, id, meta, now): a message leaves for good other than by success (dead,
 -- cancelled): its task is recorded failed (a child published later goes dead at once)
--- and the messages waiting on it follow. A SET and an EXISTS when none waits. (A dying
--- child keeps its own edges, as a dead dependent; cancel and purge detach it first.)
--- Returns how many died.
+-- and journaled: the messages waiting on it follow at settle_deaths. (A dying child
+-- keeps its own edges, as a dead dependent; cancel and purge detach it first.)
 local function gone(Q, id, meta, now)
   local task_id = meta.i
-  if type(task_id) ~= 'string' or task_id == '' then return 0 end
-  local P = prefix_of(Q)
-  record_outcome(P, task_id, 'failed')
-  if redis.call('EXISTS', dep_key(P, 'children', task_id)) == 0 then return 0 end
-  local _, failed = finish(P, task_id, false, now)
-  return failed
+  if type(task_id) ~= 'string' or task_id == '' then return end
+  deps.prefix = deps.prefix or prefix_of(Q)
+  record_outcome(deps.prefix, task_id, 'failed')
+  if not deps.journaled[task_id] then
+    deps.journaled[task_id] = true
+    deps.deaths[#deps.deaths + 1] = task_id
+  end
+end
+
+-- settle_deaths(now): the dependents of the tasks that died since the last call follow
+-- them (one EXISTS per task when nothing waits on it). Returns released, failed.
+local function settle_deaths(now)
+  if #deps.deaths == 0 then return 0, 0 end
+  local P, tasks = deps.prefix, {}
+  for _, task_id in ipairs(deps.deaths) do
+    if redis.call('EXISTS', dep_key(P, 'children', task_id)) == 1 then
+      tasks[#tasks + 1] = task_id
+    end
+  end
+  deps.deaths, deps.journaled = {}, {}
+  table.sort(tasks)
+  return finish(P, tasks, false, now)
 end
