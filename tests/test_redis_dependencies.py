@@ -22,7 +22,14 @@ from hypothesis.stateful import (
 
 from tests.test_redis_layout import recount
 from tq_kombu.errors import StoreError
-from tq_kombu.store.model import DeadLetter, DeadReason, NewMessage, ParentState, State
+from tq_kombu.store.model import (
+    DeadLetter,
+    DeadReason,
+    DependencyLink,
+    NewMessage,
+    ParentState,
+    State,
+)
 from tq_kombu.store.redis import RedisStore, scripts
 from tq_kombu.store.redis.keys import DEPENDENCY_KEYS, QUEUE_KEYS, KeyNames
 from tq_kombu.store.redis.scripts import CONSTANTS
@@ -68,23 +75,29 @@ def state_of(store: RedisStore, queue: str, message_id: str) -> State | None:
 
 
 def edges_agree(store: RedisStore) -> None:
-    """Every pending edge names a waiting message that lists that parent, and each waiting
-    message with parents has as many pending edges as its kept count ``w``."""
+    """Every pending edge names a message of the graph that lists that parent (or one
+    deleted since), and each message of the graph (waiting, or dead: it keeps its
+    edges) has as many pending edges as its kept count ``w``; a waiting one has some."""
     client, found = store.client, Counter[tuple[str, str]]()
     for key in client.scan_iter(match=store.keys.dependency("children", "*")):
         parent = key.decode().split(":children:", 1)[1]
         for member in client.smembers(key):
             queue, message_id = member.decode().split("\0")
-            keys = store.keys_of(queue)
-            assert client.zscore(keys["waiting"], message_id) is not None, (parent, message_id)
-            assert parent in json.loads(client.hget(keys["meta"], message_id))["dp"]
+            raw = client.hget(store.keys_of(queue)["meta"], message_id)
+            if raw is None:
+                continue  # trimmed or purged dead: filtered wherever edges are read
+            meta = json.loads(raw)
+            assert parent in meta["dp"] and not meta.get("dt"), (parent, message_id)
             found[(queue, message_id)] += 1
     for queue in QUEUES:
         keys = store.keys_of(queue)
-        for raw_id in client.zrange(keys["waiting"], 0, -1):
-            meta = json.loads(client.hget(keys["meta"], raw_id))
-            if "dp" in meta:
-                assert meta["w"] == found[(queue, raw_id.decode())] > 0
+        for raw_id, raw in client.hgetall(keys["meta"]).items():
+            meta = json.loads(raw)
+            if "dp" not in meta or meta.get("dt"):
+                continue
+            assert meta["w"] == found[(queue, raw_id.decode())], (queue, raw_id, meta)
+            if client.zscore(keys["waiting"], raw_id) is not None:
+                assert meta["w"] > 0
 
 
 def kept_structures_agree(store: RedisStore) -> None:
@@ -156,6 +169,22 @@ def test_complete_is_one_evalsha_whatever_the_number_of_children(store: RedisSto
     assert store.counts("alpha").ready == store.counts("beta").ready == 100
 
 
+def test_a_graph_of_a_hundred_nodes_across_queues_is_stored_by_one_evalsha(
+    store: RedisStore,
+) -> None:
+    store.enqueue_many([("alpha", task("warm", "warm"))])
+    store.client.config_resetstat()
+    graph = [("alpha", task("n0", "node-0"))] + [
+        (QUEUES[i % 2], task(f"n{i}", f"node-{i}", (f"node-{i // 2}",))) for i in range(1, 100)
+    ]
+    store.enqueue_many(graph)
+    calls = command_calls(store.client)
+    assert calls.get("evalsha") == 1 and "eval" not in calls
+    assert store.counts("alpha").ready == 2  # warm and the root
+    assert store.counts("alpha").waiting + store.counts("beta").waiting == 99
+    edges_agree(store)
+
+
 def test_a_plain_message_costs_no_dependency_command_on_enqueue_fetch_and_ack(
     store: RedisStore,
 ) -> None:
@@ -210,7 +239,10 @@ def test_fetch_reports_the_next_deadline_and_times_out_a_child_with_its_dependen
         "dependency_failed",
         "parent child failed",
     )
-    assert store.client.exists(store.keys.dependency("children", "never")) == 0
+    # and stays in its pending parent's graph as a dead dependent
+    never = store.dependency_info("never")
+    assert never is not None
+    assert never.children == [DependencyLink("child", ParentState.FAILED, "alpha", "c")]
     edges_agree(store)
 
 
@@ -253,6 +285,30 @@ def test_a_parent_set_aside_by_fetch_fails_its_children_in_other_queues(
     assert child is not None and child.dead_detail == "parent parent failed"
     info = store.dependency_info("parent")
     assert info is not None and info.state == ParentState.FAILED
+    edges_agree(store)
+    kept_structures_agree(store)
+
+
+# -- replay across queues ------------------------------------------------------------
+def test_replaying_a_buried_parent_revives_its_descendants_in_other_queues(
+    store: RedisStore,
+) -> None:
+    # Given a chain parent (alpha) -> child (beta) -> grandchild (alpha), the parent buried
+    store.enqueue("alpha", task("p", "parent"))
+    store.enqueue("beta", task("c", "child", ("parent",)))
+    store.enqueue("alpha", task("g", "grandchild", ("child",)))
+    [delivery] = store.fetch(["alpha"], 1, "c", LONG_LEASE, 5).deliveries
+    assert store.bury(delivery.lease, DeadLetter(DeadReason.FAILED, "boom"))
+    assert (state_of(store, "beta", "c"), state_of(store, "alpha", "g")) == (State.DEAD,) * 2
+    # When the parent is replayed
+    assert store.replay("alpha", "p")
+    # Then its descendants wait again, with their edges, and the chain then runs through
+    assert (state_of(store, "beta", "c"), state_of(store, "alpha", "g")) == (State.WAITING,) * 2
+    edges_agree(store)
+    kept_structures_agree(store)
+    assert store.complete("parent", True).released == 1
+    assert store.complete("child", True).released == 1
+    assert store.counts("alpha").ready == 2 and store.counts("beta").ready == 1
     edges_agree(store)
     kept_structures_agree(store)
 
@@ -301,8 +357,11 @@ class DependenciesKeepEverythingExact(RuleBasedStateMachine):
         queue=st.sampled_from(QUEUES),
         policy=st.sampled_from(["dead", "run"]),
         eta=st.booleans(),
+        overdue=st.booleans(),
     )
-    def enqueue_child(self, data: st.DataObject, queue: str, policy: str, eta: bool) -> None:
+    def enqueue_child(
+        self, data: st.DataObject, queue: str, policy: str, eta: bool, overdue: bool
+    ) -> None:
         number = next(self.numbers)
         parents = data.draw(st.sets(st.sampled_from(self.tasks), min_size=0, max_size=3))
         message = task(
@@ -311,6 +370,8 @@ class DependenciesKeepEverythingExact(RuleBasedStateMachine):
             tuple(sorted(parents)),
             on_parent_failure=policy,
             eta=time.time() + 3600 if eta else None,
+            # a deadline already past: the next fetch of its queue times it out
+            dependency_deadline=time.time() - 1 if overdue else None,
         )
         self.store.enqueue(queue, message)
         self.tasks.append(f"task-{number}")

@@ -64,7 +64,7 @@ class RedisDependencies(RedisInspection, Dependencies):
 
     def _dependency_info(self, task_id: str) -> DependencyInfo | None:
         """Read without a script (an administrative view, not one atomic snapshot): the
-        task's record and edges, then where each task of the graph is held."""
+        task's record and edges, its own latest message, then where each task is held."""
         with translated(), self.client.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.dependency("done", task_id))
             pipe.smembers(self.keys.dependency("children", task_id))
@@ -73,27 +73,68 @@ class RedisDependencies(RedisInspection, Dependencies):
         queues = self._queues()
         own = self._locate(queues, [task_id]).get(task_id)
         meta = self._metas([own])[0] if own else {}
-        parents = [str(p) for p in meta.get("dp", [])] if isinstance(meta.get("dp"), list) else []
-        if not (outcome or pending or settled or parents):
+        parents = [str(p) for p in meta["dp"]] if isinstance(meta.get("dp"), list) else []
+        children = self._children(task_id, pending, settled)
+        if not (outcome or children or parents):
             return None
-        edges = [_edge(member) for member in sorted(pending | settled)]
-        child_ids = [_text(m.get("i", "")) for m in self._metas(edges)]
-        outcomes = self._outcomes(parents + child_ids)
         where = self._locate(queues, parents)
+        parent_states = self._parent_states(own, meta, parents)
         deadline = meta.get("dl")
         return DependencyInfo(
             task_id=task_id,
             state=_state(outcome),
             parents=[
-                DependencyLink(p, outcomes[p], *(where.get(p) or (None, None))) for p in parents
+                DependencyLink(p, parent_states[p], *(where.get(p) or (None, None)))
+                for p in parents
             ],
-            children=[
-                DependencyLink(child, outcomes[child], queue, message_id)
-                for child, (queue, message_id) in zip(child_ids, edges, strict=True)
-            ],
+            children=children,
             on_parent_failure="run" if meta.get("pf") == "run" else "dead",
             dependency_deadline=deadline / 1000 if isinstance(deadline, int | float) else None,
         )
+
+    def _children(self, task_id: str, pending: set[Any], settled: set[Any]) -> list[DependencyLink]:
+        """The messages in the graph that still count ``task_id`` pending (waiting, or
+        dead for another reason) or that its failure holds dead, by queue and message
+        id; failed when dead."""
+        waiting = {_edge(member) for member in pending}
+        edges = sorted(waiting | {_edge(member) for member in settled})
+        links = []
+        for (queue, message_id), meta in zip(edges, self._metas(edges), strict=True):
+            if not meta or meta.get("dt") or not isinstance(meta.get("dp"), list):
+                continue
+            held = isinstance(meta.get("ff"), list) and task_id in meta["ff"]
+            if (queue, message_id) in waiting or held:
+                state = ParentState.FAILED if meta.get("r") else ParentState.PENDING
+                links.append(DependencyLink(str(meta.get("i") or ""), state, queue, message_id))
+        return links
+
+    def _parent_states(
+        self, own: tuple[str, str] | None, meta: dict[str, Any], parents: list[str]
+    ) -> dict[str, ParentState]:
+        """Each parent's completion record; without one, what the task's wait says:
+        pending while it counts it so (or when out of the graph), failed when that
+        parent's failure holds it dead, else succeeded."""
+        if not parents or own is None:
+            return {}
+        queue, message_id = own
+        member = f"{queue}{EDGE_SEPARATOR}{message_id}"
+        with translated(), self.client.pipeline(transaction=False) as pipe:
+            pipe.mget([self.keys.dependency("done", p) for p in parents])
+            for p in parents:
+                pipe.sismember(self.keys.dependency("children", p), member)
+            outcomes, *edges = pipe.execute()
+        holding: list[Any] = meta["ff"] if isinstance(meta.get("ff"), list) else []
+        states = {}
+        for parent, outcome, pending in zip(parents, outcomes, edges, strict=True):
+            if outcome:
+                states[parent] = _state(outcome)
+            elif meta.get("dt") or pending:
+                states[parent] = ParentState.PENDING
+            elif parent in holding:
+                states[parent] = ParentState.FAILED
+            else:
+                states[parent] = ParentState.SUCCEEDED
+        return states
 
     def _locate(self, queues: list[str], task_ids: list[str]) -> dict[str, tuple[str, str]]:
         """Where the newest message of each task is held (queue, message id), from the
@@ -121,12 +162,3 @@ class RedisDependencies(RedisInspection, Dependencies):
             for queue, message_id in held:
                 pipe.hget(self.keys.queue(queue)["meta"], message_id)
             return [read_meta(raw) for raw in pipe.execute()]
-
-    def _outcomes(self, task_ids: list[str]) -> dict[str, ParentState]:
-        """Each task's recorded outcome (an empty id: pending)."""
-        named = [task_id for task_id in task_ids if task_id]
-        if not named:
-            return {"": ParentState.PENDING}
-        with translated():
-            found = self.client.mget([self.keys.dependency("done", t) for t in named])
-        return {"": ParentState.PENDING} | {t: _state(o) for t, o in zip(named, found, strict=True)}

@@ -58,8 +58,9 @@ QUEUE_KEYS = (
     "exchanges",
 )
 #: The dependency keys of one task: done (its outcome, "succeeded" or "failed", kept for
-#: the record TTL), children (set of "<queue>\0<message id>": messages still waiting on
-#: it), settled (the same, for edges already settled; kept for the record TTL).
+#: the record TTL), children (set of "<queue>\0<message id>": messages that still count
+#: it pending, waiting or dead), settled (the same, for edges its completion settled; kept
+#: for the record TTL).
 DEPENDENCY_KEYS = ("done", "children", "settled")
 #: Separates the queue from the message id in the members of children and settled.
 EDGE_SEPARATOR = "\0"

@@ -57,6 +57,7 @@ elseif not meta then
 end
 meta.f, meta.h, meta.a = ARGV[9], ARGV[10], number_or_nil(ARGV[11])
 set_dead(Q, id, meta, now, ARGV[7], ARGV[8])
+settle_deaths(now)
 trim_dead(Q, now, tonumber(ARGV[14]), tonumber(ARGV[15]))
 trim_cascaded(now, tonumber(ARGV[14]), tonumber(ARGV[15]))
 return before

@@ -18,6 +18,11 @@ local queued = ready_remove(Q, id) ~= nil
   or redis.call('ZREM', Q.waiting, id) == 1
 if not queued then return 0 end
 local meta = decode_meta(redis.call('HGET', Q.meta, id))
-if meta then gone(Q, id, meta, now_ms()) end
+if meta then
+  detach(prefix_of(Q), Q, id, meta)
+  local now = now_ms()
+  gone(Q, id, meta, now)
+  settle_deaths(now)
+end
 forget(Q, id, meta)
 return 1

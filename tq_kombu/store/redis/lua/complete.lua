@@ -18,6 +18,6 @@ deps.ttl_ms = tonumber(ARGV[4])
 if redis.call('GET', KEYS[1]) == outcome then return {0, 0} end
 record_outcome(P, task_id, outcome)
 local now = now_ms()
-local released, failed = finish(P, task_id, outcome == 'succeeded', now)
+local released, failed = finish(P, {task_id}, outcome == 'succeeded', now)
 trim_cascaded(now, tonumber(ARGV[5]), tonumber(ARGV[6]))
 return {released, failed}

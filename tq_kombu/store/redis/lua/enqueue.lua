@@ -23,4 +23,7 @@ if #ARGV > 11 then
   if ARGV[10] == 'run' then m.pf = 'run' end
   m.dl = tonumber(ARGV[11])
 end
-return store_message(queue_keys(1), now_ms(), m)
+local now = now_ms()
+local state = store_message(queue_keys(1), now, m)
+settle_deaths(now)
+return state

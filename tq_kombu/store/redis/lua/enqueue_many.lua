@@ -54,4 +54,5 @@ local states = {}
 for n, m in ipairs(messages) do
   states[n] = store_message(queue_keys((m.q - 1) * QUEUE_KEY_COUNT + 1), now, m)
 end
+settle_deaths(now)
 return states

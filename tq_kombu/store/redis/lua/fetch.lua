@@ -51,10 +51,13 @@ local queues, died, deadlines = {}, {}, {}
 for q = 1, nqueues do
   local Q = queue_keys((q - 1) * QUEUE_KEY_COUNT + 1)
   queues[q] = Q
+  died[q] = promote_due(Q, now) + reclaim_expired(Q, now) + expire_past_ttl(Q, now)
   local timed_out
   timed_out, deadlines[q] = time_out_waiting(Q, now)
-  died[q] = promote_due(Q, now) + reclaim_expired(Q, now) + expire_past_ttl(Q, now) + timed_out
+  died[q] = died[q] + timed_out
 end
+-- what waited on the messages set aside follows them (see includes/cascade)
+settle_deaths(now)
 
 -- 2. the best ready candidate of a queue: {id, score} or nil
 local function candidate(q)
@@ -122,8 +125,12 @@ while delivered < max_count do
   candidates[best] = candidate(best)
 end
 
--- 4. apply the retention policy where messages died, tell the consumer what is left,
--- and wake other consumers when ready messages remain
+-- 4. what waited on the messages set aside in 3 follows them; apply the retention
+-- policy where messages died, tell the consumer what is left, and wake other consumers
+-- when ready messages remain
+if settle_deaths(now) > 0 then
+  for q = 1, nqueues do candidates[q] = candidates[q] or candidate(q) end
+end
 local next_due = nil
 for q = 1, nqueues do
   local Q = queues[q]

@@ -16,7 +16,7 @@ each_batch(ids, function(batch)
   local raws = redis.call('HMGET', Q.meta, unpack(batch))
   for j, id in ipairs(batch) do
     local meta = decode_meta(raws[j])
-    if meta and type(meta.dp) == 'table' then unlink(prefix_of(Q), Q, id, meta) end
+    if meta and type(meta.dp) == 'table' then detach(prefix_of(Q), Q, id, meta) end
     forget(Q, id, meta)
   end
 end)

@@ -1,5 +1,5 @@
 -- release_waiting: a waiting message becomes delayed (ETA still ahead) or ready; one
--- waiting on parents stops waiting on them (its edges go, see includes/cascade).
+-- waiting on parents leaves the graph (its edges go, see includes/cascade).
 -- KEYS: the queue's group (see includes/queue_keys); a message with parents also writes
 --       their dependency keys (built from the prefix, see includes/cascade)
 -- ARGV[1] id
@@ -18,7 +18,7 @@ local meta = decode_meta(redis.call('HGET', Q.meta, id))
 if not meta or type(meta.p) ~= 'number' then
   meta = {p = 0}
 elseif type(meta.dp) == 'table' then
-  unlink(prefix_of(Q), Q, id, meta)
+  detach(prefix_of(Q), Q, id, meta)
   save_meta(Q, id, meta)
 end
 local now = now_ms()

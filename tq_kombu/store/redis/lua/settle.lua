@@ -35,6 +35,7 @@ if action == 'bury' then
   deps.ttl_ms = tonumber(ARGV[11]) or deps.ttl_ms
   meta.f, meta.h, meta.a = ARGV[6], ARGV[7], tonumber(ARGV[8])
   set_dead(Q, id, meta, now, ARGV[4], ARGV[5])
+  settle_deaths(now)
   trim_dead(Q, now, tonumber(ARGV[9]), tonumber(ARGV[10]))
   trim_cascaded(now, tonumber(ARGV[9]), tonumber(ARGV[10]))
 else

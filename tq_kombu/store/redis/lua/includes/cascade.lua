@@ -5,18 +5,25 @@
 -- Dependencies: completion records and edges in the store's dependency keyspace,
 -- <prefix>{deps}:<kind>:<task id> (see key_names), shared by every queue:
 --   done:<t>      "succeeded" or "failed"; expires after the record TTL
---   children:<t>  set of edge_of(queue, id): messages still waiting on t
+--   children:<t>  set of edge_of(queue, id): messages that count t pending (waiting,
+--                 or dead: a dead dependent keeps its edges, as in the memory store)
 --   settled:<t>   the same, for edges t's completion settled; expires with done:<t>
--- A child's metadata holds dp (its parents), w (how many are still pending), pf ("run":
--- a parent's failure counts as done) and dl (its deadline, ms); set aside by a parent's
--- failure, fp (that parent). Its waiting score is its deadline, else NO_DEADLINE + seq.
+-- A child's metadata holds dp (its parents), w (how many are still pending: it is in
+-- their children sets, waiting or dead), pf ("run": a parent's failure counts as done),
+-- dl (its deadline, ms), ff (the parents whose failure holds it dead), fp (the one that
+-- set it aside) and dt (detached: released, replayed or released by hand; out of the
+-- graph). Its waiting score is its deadline, else NO_DEADLINE + seq. Children are
+-- handled in (queue, id) order, cascades level by level in task id order, as the
+-- memory store does.
 -- A cascade reaches children in queues that no KEYS name: their keys are built here from
 -- the prefix (key_names), the one exception to "every key a script touches is in KEYS"
 -- (so dependencies across queues need one Redis, not a Cluster).
 local NO_DEADLINE = @NO_DEADLINE_SCORE@
--- What the running script set: how long records live (ms), and the dead sets of the
--- queues where a cascade set messages aside (their retention is the caller's to apply).
-local deps = {ttl_ms = @DEPENDENCY_RECORD_TTL_MS@, died = {}}
+-- What the running script set: how long records live (ms), the dead sets of the queues
+-- where a cascade set messages aside (their retention is the caller's to apply), and
+-- the tasks that died here, whose dependents follow at settle_deaths (deaths journaled
+-- and settled in task id order, as the memory store does).
+local deps = {ttl_ms = @DEPENDENCY_RECORD_TTL_MS@, died = {}, deaths = {}, journaled = {}}
 
 local function record_outcome(P, task_id, outcome)
   redis.call('SET', dep_key(P, 'done', task_id), outcome, 'PX', deps.ttl_ms)
@@ -28,22 +35,38 @@ local function waiting_score(Q, meta)
   return NO_DEADLINE + redis.call('INCR', Q.seq)
 end
 
--- unlink(P, Q, id, meta): a child leaves waiting other than by release: its pending
--- edges go (meta.w becomes 0; the caller saves meta).
-local function unlink(P, Q, id, meta)
-  if type(meta.dp) ~= 'table' or (tonumber(meta.w) or 0) <= 0 then return end
-  local member = edge_of(queue_of(Q), id)
-  for _, parent in ipairs(meta.dp) do
-    redis.call('SREM', dep_key(P, 'children', parent), member)
+-- has(list, value), without(list, value): a parent in (out of) a list of task ids;
+-- an empty list is nil (cjson would write an empty table as an object).
+local function has(list, value)
+  if type(list) ~= 'table' then return false end
+  for _, item in ipairs(list) do if item == value then return true end end
+  return false
+end
+local function without(list, value)
+  local kept = {}
+  for _, item in ipairs(list or {}) do if item ~= value then kept[#kept + 1] = item end end
+  if #kept == 0 then return nil end
+  return kept
+end
+
+-- detach(P, Q, id, meta): a child leaves the graph (released, replayed, released by hand,
+-- cancelled, purged): its pending edges go (the caller saves meta).
+local function detach(P, Q, id, meta)
+  if type(meta.dp) ~= 'table' then return end
+  if (tonumber(meta.w) or 0) > 0 then
+    local member = edge_of(queue_of(Q), id)
+    for _, parent in ipairs(meta.dp) do
+      redis.call('SREM', dep_key(P, 'children', parent), member)
+    end
   end
-  meta.w = 0
+  meta.w, meta.dt = 0, 1
 end
 
 -- release_child(Q, id, meta, now): a waiting message whose parents are all done becomes
--- delayed (eta still ahead) or ready at its priority, and consumers are woken.
+-- delayed (eta still ahead) or ready at its priority, out of the graph, consumers woken.
 local function release_child(Q, id, meta, now)
   redis.call('ZREM', Q.waiting, id)
-  meta.w = 0
+  meta.w, meta.dt = 0, 1
   save_meta(Q, id, meta)
   if type(meta.e) == 'number' and meta.e > now then
     redis.call('ZADD', Q.delayed, meta.e, id)
@@ -60,11 +83,12 @@ local function mark_dead(Q, id, meta, now, reason, detail)
   redis.call('ZADD', Q.dead, now, id)
 end
 
--- take_children(P, t): t's pending edges, moved to its settled set.
+-- take_children(P, t): t's pending edges in (queue, id) order, moved to its settled set.
 local function take_children(P, t)
   local pending = dep_key(P, 'children', t)
   local members = redis.call('SMEMBERS', pending)
   if #members == 0 then return members end
+  table.sort(members)
   local settled = dep_key(P, 'settled', t)
   redis.call('SUNIONSTORE', settled, settled, pending)
   redis.call('DEL', pending)
@@ -72,59 +96,89 @@ local function take_children(P, t)
   return members
 end
 
--- finish(P, task_id, succeeded, now): the messages waiting on task_id: released when it
--- was their last pending parent and it succeeded (or failed, policy run); else set aside
--- as dependency_failed naming it, recorded failed, and their own children after them.
--- Each child is handled once: it must still be waiting. Returns released, failed.
-local function finish(P, task_id, succeeded, now)
+-- finish(P, tasks, succeeded, now): the messages waiting on each of tasks (or dead,
+-- still counting it pending) stop waiting on it. A success, or a failure under policy
+-- run, releases those left waiting on nothing; a failure under policy dead holds them
+-- dead: a waiting one is set aside as dependency_failed naming it and recorded failed,
+-- and its own dependents follow, level by level (each in task id order). Returns
+-- released, failed.
+local function finish(P, tasks, succeeded, now)
   local released, failed = 0, 0
-  local work = {task_id}
-  local i = 0
-  while i < #work do
-    i = i + 1
-    local t = work[i]
-    for _, member in ipairs(take_children(P, t)) do
-      local queue, id = split_edge(member)
-      local C = keys_of_queue(P, queue)
-      local meta = redis.call('ZSCORE', C.waiting, id) and decode_meta(redis.call('HGET', C.meta, id))
-      if meta and ((succeeded and i == 1) or meta.pf == 'run') then
-        meta.w = (tonumber(meta.w) or 1) - 1
-        if meta.w <= 0 then
-          release_child(C, id, meta, now)
-          released = released + 1
-        else
-          save_meta(C, id, meta)
-        end
-      elseif meta then
-        redis.call('ZREM', C.waiting, id)
-        unlink(P, C, id, meta)
-        meta.fp = t
-        mark_dead(C, id, meta, now, 'dependency_failed', 'parent ' .. t .. ' failed')
-        deps.died[C.dead] = C
-        failed = failed + 1
-        if type(meta.i) == 'string' and meta.i ~= '' then
-          record_outcome(P, meta.i, 'failed')
-          work[#work + 1] = meta.i
+  local level, first = tasks, true
+  while #level > 0 do
+    local next_level, seen = {}, {}
+    for _, t in ipairs(level) do
+      for _, member in ipairs(take_children(P, t)) do
+        local queue, id = split_edge(member)
+        local C = keys_of_queue(P, queue)
+        local meta = decode_meta(redis.call('HGET', C.meta, id))
+        if meta and type(meta.dp) == 'table' and not meta.dt then
+          local waiting = redis.call('ZSCORE', C.waiting, id)
+          meta.w = math.max((tonumber(meta.w) or 1) - 1, 0)
+          if (first and succeeded) or meta.pf == 'run' then
+            if waiting and meta.w == 0 then
+              release_child(C, id, meta, now)
+              released = released + 1
+            else
+              save_meta(C, id, meta)
+            end
+          else
+            local holding = meta.ff or {}
+            holding[#holding + 1] = t
+            meta.ff = holding
+            if waiting then
+              redis.call('ZREM', C.waiting, id)
+              meta.fp = t
+              mark_dead(C, id, meta, now, 'dependency_failed', 'parent ' .. t .. ' failed')
+              deps.died[C.dead] = C
+              failed = failed + 1
+              if type(meta.i) == 'string' and meta.i ~= '' then
+                record_outcome(P, meta.i, 'failed')
+                if not seen[meta.i] then
+                  seen[meta.i] = true
+                  next_level[#next_level + 1] = meta.i
+                end
+              end
+            else
+              save_meta(C, id, meta)
+            end
+          end
         end
       end
     end
+    first = false
+    table.sort(next_level)
+    level = next_level
   end
   return released, failed
 end
 
 -- gone(Q, id, meta, now): a message leaves for good other than by success (dead,
--- cancelled): its own pending edges go, its task is recorded failed (a child published
--- later goes dead at once), and the messages waiting on it follow. A SET and an EXISTS
--- when none waits. Returns how many died.
+-- cancelled): its task is recorded failed (a child published later goes dead at once)
+-- and journaled: the messages waiting on it follow at settle_deaths. (A dying child
+-- keeps its own edges, as a dead dependent; cancel and purge detach it first.)
 local function gone(Q, id, meta, now)
   local task_id = meta.i
-  local named = type(task_id) == 'string' and task_id ~= ''
-  if not named and type(meta.dp) ~= 'table' then return 0 end
-  local P = prefix_of(Q)
-  unlink(P, Q, id, meta)
-  if not named then return 0 end
-  record_outcome(P, task_id, 'failed')
-  if redis.call('EXISTS', dep_key(P, 'children', task_id)) == 0 then return 0 end
-  local _, failed = finish(P, task_id, false, now)
-  return failed
+  if type(task_id) ~= 'string' or task_id == '' then return end
+  deps.prefix = deps.prefix or prefix_of(Q)
+  record_outcome(deps.prefix, task_id, 'failed')
+  if not deps.journaled[task_id] then
+    deps.journaled[task_id] = true
+    deps.deaths[#deps.deaths + 1] = task_id
+  end
+end
+
+-- settle_deaths(now): the dependents of the tasks that died since the last call follow
+-- them (one EXISTS per task when nothing waits on it). Returns released, failed.
+local function settle_deaths(now)
+  if #deps.deaths == 0 then return 0, 0 end
+  local P, tasks = deps.prefix, {}
+  for _, task_id in ipairs(deps.deaths) do
+    if redis.call('EXISTS', dep_key(P, 'children', task_id)) == 1 then
+      tasks[#tasks + 1] = task_id
+    end
+  end
+  deps.deaths, deps.journaled = {}, {}
+  table.sort(tasks)
+  return finish(P, tasks, false, now)
 end

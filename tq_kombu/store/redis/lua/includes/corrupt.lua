@@ -9,7 +9,8 @@ local function bury_corrupt(Q, id, why, kept, now)
     p = typed(kept.p, 'number') or 0, n = typed(kept.n, 'number') or 0,
     t = typed(kept.t, 'string') or '', i = typed(kept.i, 'string') or '',
     c = typed(kept.c, 'number'), e = typed(kept.e, 'number'),
-    dp = typed(kept.dp, 'table'), w = typed(kept.w, 'number'),
+    dp = typed(kept.dp, 'table'), w = typed(kept.w, 'number'), ff = typed(kept.ff, 'table'),
+    pf = typed(kept.pf, 'string'), dl = typed(kept.dl, 'number'), dt = typed(kept.dt, 'number'),
   }
   ready_remove(Q, id)
   for _, set in ipairs({Q.delayed, Q.inflight, Q.waiting}) do redis.call('ZREM', set, id) end

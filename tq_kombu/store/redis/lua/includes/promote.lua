@@ -55,7 +55,7 @@ local function expire_past_ttl(Q, now)
     end
     if queued and dropping then
       local meta = decode_meta(redis.call('HGET', Q.meta, id))
-      if meta and type(meta.dp) == 'table' then unlink(prefix_of(Q), Q, id, meta) end
+      if meta and type(meta.dp) == 'table' then detach(prefix_of(Q), Q, id, meta) end
       forget(Q, id, meta)
     elseif queued then
       local meta, why, kept = load_meta(Q, id)

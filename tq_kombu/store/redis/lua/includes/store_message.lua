@@ -12,29 +12,38 @@
 -- Returns the state it was stored in, or "exists".
 
 -- place_child(Q, id, meta, now): where a message with parents goes, by their records:
--- "dead" (one failed, policy dead: set aside at once, as a cascade would), "waiting"
--- (edges recorded for the pending ones) or nil (every parent done).
+-- "dead" (one failed, policy dead: set aside at once naming the first such parent, held
+-- by all of them, as a cascade would), "waiting" (edges recorded for the pending ones)
+-- or nil (every parent done: stored as a plain message, out of the graph).
 local function place_child(Q, id, meta, now)
   local P = prefix_of(Q)
-  local pending = {}
+  local pending, failed = {}, {}
   for _, parent in ipairs(meta.dp) do
     local outcome = redis.call('GET', dep_key(P, 'done', parent))
-    if outcome == 'failed' and meta.pf ~= 'run' then
-      local settled = dep_key(P, 'settled', parent)
-      redis.call('SADD', settled, edge_of(queue_of(Q), id))
-      redis.call('PEXPIRE', settled, deps.ttl_ms)
-      meta.fp = parent
-      set_dead(Q, id, meta, now, 'dependency_failed', 'parent ' .. parent .. ' failed')
-      return 'dead'
-    elseif outcome ~= 'succeeded' and outcome ~= 'failed' then
+    if not outcome then
       pending[#pending + 1] = parent
+    elseif outcome == 'failed' and meta.pf ~= 'run' then
+      failed[#failed + 1] = parent
     end
   end
-  if #pending == 0 then return nil end
+  if #pending == 0 and #failed == 0 then
+    meta.dt = 1
+    return nil
+  end
   meta.w = #pending
   local member = edge_of(queue_of(Q), id)
   for _, parent in ipairs(pending) do
     redis.call('SADD', dep_key(P, 'children', parent), member)
+  end
+  if #failed > 0 then
+    for _, parent in ipairs(failed) do
+      local settled = dep_key(P, 'settled', parent)
+      redis.call('SADD', settled, member)
+      redis.call('PEXPIRE', settled, deps.ttl_ms)
+    end
+    meta.ff, meta.fp = failed, failed[1]
+    set_dead(Q, id, meta, now, 'dependency_failed', 'parent ' .. failed[1] .. ' failed')
+    return 'dead'
   end
   redis.call('ZADD', Q.waiting, waiting_score(Q, meta), id)
   -- a consumer idle since its last fetch learns of the deadline by fetching again
