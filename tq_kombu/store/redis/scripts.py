@@ -3,8 +3,9 @@
 A line ``--@include "name"`` is replaced, at registration, by ``lua/includes/name.lua``
 (itself expanded the same way); each include lands once per script, before its first
 user. Constants come from Python: ``@NAME@`` in a script or an include is replaced by
-:data:`CONSTANTS` ``[NAME]``, and the include ``queue_keys`` is generated from
-:data:`~.keys.QUEUE_KEYS`, so no number or key order is written twice.
+:data:`CONSTANTS` ``[NAME]``, the include ``queue_keys`` is generated from
+:data:`~.keys.QUEUE_KEYS` and one include per :data:`~.keys.KEY_SUBSETS` entry (e.g.
+``ack_keys``) from it, so no number or key order is written twice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from ...errors import StoreError
 from ...priority import MAX_PRIORITY
 from ..contract.hot_path import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
-from .keys import QUEUE_KEYS, SCORE_SPAN
+from .keys import KEY_SUBSETS, QUEUE_KEYS, SCORE_SPAN
 
 __all__ = ["CONSTANTS", "Scripts", "script_source"]
 
@@ -48,6 +49,28 @@ def _queue_keys_include() -> str:
     )
 
 
+def _key_subset_include(name: str) -> str:
+    parts = KEY_SUBSETS[name]
+    fields = ", ".join(f"{part} = KEYS[{i + 1}]" for i, part in enumerate(parts))
+    return "\n".join(
+        [
+            f"-- {name} (generated from keys.KEY_SUBSETS): the keys of one queue it names",
+            f"local function {name}()",
+            f"  return {{{fields}}}",
+            "end",
+        ]
+    )
+
+
+def _generated(name: str) -> str | None:
+    """The source of a generated include, or None for one read from lua/includes/."""
+    if name == "queue_keys":
+        return _queue_keys_include()
+    if name in KEY_SUBSETS:
+        return _key_subset_include(name)
+    return None
+
+
 def _read(path: str) -> str:
     try:
         return resources.files(__package__).joinpath("lua", path).read_text()
@@ -71,7 +94,7 @@ def _expand(text: str, done: set[str], stack: list[str]) -> list[str]:
         if name in done:
             continue
         done.add(name)
-        source = _queue_keys_include() if name == "queue_keys" else _read(f"includes/{name}.lua")
+        source = _generated(name) or _read(f"includes/{name}.lua")
         lines += _expand(source, done, [*stack, name])
     return lines
 
