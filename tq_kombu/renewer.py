@@ -254,10 +254,12 @@ class Renewer:
             for command in commands:
                 self._thread_apply(command)
             return
-        if not self.running:
+        # not polled for its exit here (a syscall per settle): a companion that died
+        # fails the write (its pipe has no reader), and is started again then
+        if self._process is None or self._process.returncode is not None:
             self._start()
             return
-        assert self._process is not None and self._process.stdin is not None
+        assert self._process.stdin is not None
         try:
             self._process.stdin.write(b"".join(json.dumps(c).encode() + b"\n" for c in commands))
         except OSError:  # it died: start another, told everything held
