@@ -1,6 +1,7 @@
 """What draining costs per task, in figures a busy machine does not skew.
 
     python benchmarks/cost.py                       # stock, tq, tq-sqlite; solo; 20,000 tasks
+                                                    # (measured after the first 1,000)
     python benchmarks/cost.py --n 5000 --only tq    # one transport
     python benchmarks/cost.py --pool prefork        # prefork -c 2 instead of solo
     python benchmarks/cost.py --profile /tmp/prof   # also cProfile the worker (solo)
@@ -10,8 +11,8 @@ the code. This drains a backlog of no-op tasks with a real ``celery worker`` (as
 ``bench.py`` does) and reports, per task:
 
 - CPU ms of the worker's process tree (the worker, its pool processes and tq's lease
-  renewer companion), read from ``/proc`` when the backlog first shrinks and when it is
-  drained (so start-up is not counted);
+  renewer companion), read from ``/proc`` once ``--warmup`` tasks are done and when the
+  backlog is drained (so start-up is not counted);
 - CPU ms of ``redis-server`` over the same span (Redis transports);
 - Redis commands per task, and Lua script calls per task, from ``INFO commandstats``
   deltas (the script's own backlog reads subtracted).
@@ -146,9 +147,14 @@ def publish(env: dict[str, str], count: int) -> None:
 
 
 def measure(
-    name: str, server: PrivateRedis | None, count: int, pool: list[str], profile: str | None
+    name: str,
+    server: PrivateRedis | None,
+    count: int,
+    warmup: int,
+    pool: list[str],
+    profile: str | None,
 ) -> dict[str, float]:
-    """Drain ``count`` no-op tasks with a worker; the costs per task."""
+    """Drain ``count`` no-op tasks with a worker; the costs per task after ``warmup``."""
     workdir = tempfile.mkdtemp(prefix="tq-cost-")
     db = os.path.join(workdir, "queue.db")
     port = server.port if server is not None else 0
@@ -184,7 +190,9 @@ def measure(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: backlog() < count, 120, "the worker to start")
+        # measured once ``warmup`` tasks are done: start-up costs (the renewer
+        # companion's imports, first connections) are not the steady state
+        wait_until(lambda: backlog() <= count - warmup, 300, "the worker to warm up")
         left = backlog()
         worker_before = tree_cpu(worker.pid)
         redis_before = cpu_seconds(server.process.pid) if server is not None else 0.0
@@ -239,6 +247,7 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=20_000, help="tasks to drain per transport")
     parser.add_argument("--only", choices=list(TRANSPORTS), action="append", help="transports")
+    parser.add_argument("--warmup", type=int, default=1000, help="tasks drained before measuring")
     parser.add_argument("--pool", choices=["solo", "prefork"], default="solo")
     parser.add_argument("--port", type=int, help="port of the private redis-server")
     parser.add_argument("--profile", help="write <dir>/<transport>.prof (cProfile of the worker)")
@@ -249,7 +258,7 @@ def main() -> None:
     try:
         for name in names:
             uses_redis = server if name != "tq-sqlite" else None
-            figures = measure(name, uses_redis, args.n, pool, args.profile)
+            figures = measure(name, uses_redis, args.n, args.warmup, pool, args.profile)
             print(json.dumps({"transport": name, "pool": args.pool, **figures}), flush=True)
     finally:
         if server is not None:
