@@ -323,3 +323,27 @@ def test_a_killed_renewer_process_is_replaced_at_the_next_change_told_every_held
     finally:
         renewer.close()
         store.close()
+
+
+def test_the_companion_reads_every_complete_command_at_once_and_keeps_a_partial_one() -> None:
+    # Given a pipe holding a store line, three commands and half of a fourth
+    read_fd, write_fd = os.pipe()
+    try:
+        pipe = renewer_module._Pipe(read_fd)
+        os.write(write_fd, b'store\n["hold", "q", "a", "t:1", 30]\n\n["drop", "q", "a", "t:1"]\n')
+        os.write(write_fd, b'["hold", "q", "b", "t:2", 30]\n["drop", "q", ')
+        assert pipe.first_line() == b"store"
+        # When it reads, Then it gets the complete ones, in order, blank lines skipped
+        assert pipe.read() == [
+            ["hold", "q", "a", "t:1", 30],
+            ["drop", "q", "a", "t:1"],
+            ["hold", "q", "b", "t:2", 30],
+        ]
+        assert pipe.read() == []
+        # And the rest of the partial one once it has come
+        os.write(write_fd, b'"b", "t:2"]\n')
+        assert pipe.read() == [["drop", "q", "b", "t:2"]]
+        assert not pipe.closed
+    finally:
+        os.close(write_fd)
+        os.close(read_fd)
