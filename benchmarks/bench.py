@@ -64,8 +64,8 @@ def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str)
 class PrivateRedis:
     """A redis-server of our own on a free loopback port."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="tq-bench-")
         self.process = subprocess.Popen(
             [

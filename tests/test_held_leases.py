@@ -16,6 +16,8 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
+import signal
 import ssl
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ import pytest
 from kombu import Connection, Consumer, Queue
 
 import tq_kombu  # noqa: F401  (registers tq+)
+from tq_kombu import renewer as renewer_module
 from tq_kombu.renewer import RenewLoop
 from tq_kombu.store import Store, open_store
 from tq_kombu.store.base import NewMessage, QueueCounts
@@ -285,3 +288,62 @@ def test_a_memory_store_is_renewed_from_a_thread_of_the_process(memory_url: str)
         assert store.fetch([QUEUE.name], 10, "thief", 60, 5).deliveries == []
         message.ack()
         assert store.counts(QUEUE.name) == EMPTY
+
+
+def dead_but_not_reaped(pid: int) -> bool:
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state == "Z"
+
+
+def test_a_killed_renewer_process_is_replaced_at_the_next_change_told_every_held_lease(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a companion renewing two leases (restarts allowed at once), then killed
+    monkeypatch.setattr(renewer_module, "RESTART_MIN_SECONDS", 0.0)
+    store = open_store(redis_url)
+    for name in ("kept", "dropped", "later"):
+        message(store, name)
+    deliveries = store.fetch([QUEUE.name], 3, "me", LEASE_SECONDS, 5).deliveries
+    kept, dropped, later = (d.lease for d in deliveries)
+    renewer = renewer_module.Renewer(redis_url, {}, store)
+    try:
+        renewer.hold_many([kept, dropped], LEASE_SECONDS)
+        killed = renewer._process
+        assert killed is not None and renewer.running
+        os.kill(killed.pid, signal.SIGKILL)
+        wait_for(lambda: dead_but_not_reaped(killed.pid), 10, "the companion to die")
+        # When the parent tells it the next changes (its write finds the pipe closed)
+        renewer.drop(dropped)
+        renewer.hold_many([later], LEASE_SECONDS)
+        # Then another companion renews what is held: only the dropped lease expires
+        assert renewer.running and renewer._process is not killed
+        time.sleep(2.5 * LEASE_SECONDS)  # sampling point: an unrenewed lease has expired
+        taken = store.fetch([QUEUE.name], 10, "thief", 60, 5).deliveries
+        assert [d.lease.message_id for d in taken] == ["dropped"]
+    finally:
+        renewer.close()
+        store.close()
+
+
+def test_the_companion_reads_every_complete_command_at_once_and_keeps_a_partial_one() -> None:
+    # Given a pipe holding a store line, three commands and half of a fourth
+    read_fd, write_fd = os.pipe()
+    try:
+        pipe = renewer_module._Pipe(read_fd)
+        os.write(write_fd, b'store\n["hold", "q", "a", "t:1", 30]\n\n["drop", "q", "a", "t:1"]\n')
+        os.write(write_fd, b'["hold", "q", "b", "t:2", 30]\n["drop", "q", ')
+        assert pipe.first_line() == b"store"
+        # When it reads, Then it gets the complete ones, in order, blank lines skipped
+        assert pipe.read() == [
+            ["hold", "q", "a", "t:1", 30],
+            ["drop", "q", "a", "t:1"],
+            ["hold", "q", "b", "t:2", 30],
+        ]
+        assert pipe.read() == []
+        # And the rest of the partial one once it has come
+        os.write(write_fd, b'"b", "t:2"]\n')
+        assert pipe.read() == [["drop", "q", "b", "t:2"]]
+        assert not pipe.closed
+    finally:
+        os.close(write_fd)
+        os.close(read_fd)

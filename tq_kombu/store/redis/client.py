@@ -16,6 +16,7 @@ import redis
 from ...errors import ConfigurationError, StoreError, StoreUnavailable
 from ...options import OPTIONS, check_option, names
 from ..model import RetentionPolicy
+from .caller import ScriptCaller
 from .keys import KeyNames
 from .scripts import Scripts
 
@@ -75,6 +76,7 @@ class RedisShared:
     client: Any
     keys: KeyNames
     scripts: Scripts
+    caller: ScriptCaller
     retention: RetentionPolicy
     #: How long completion records live (the Dependencies slice's option).
     dependency_record_ttl_seconds: float
@@ -83,6 +85,7 @@ class RedisShared:
         self.client = client
         self.keys = KeyNames(key_prefix)
         self.scripts = Scripts(client)
+        self.caller = ScriptCaller(client)
         self.retention = retention
 
     @property
@@ -96,7 +99,7 @@ class RedisShared:
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run the script ``name`` (see ``lua/``), errors translated."""
         with translated():
-            return self.scripts.get(name)(keys=keys, args=args)
+            return self.caller(self.scripts.get(name), keys, args)
 
     def _retention_args(self) -> list[int]:
         """The retention ARGV of the scripts that set messages aside: kept ms, most kept."""
@@ -112,4 +115,5 @@ class RedisShared:
             self.client.ping()
 
     def close(self) -> None:
+        self.caller.close()
         self.client.connection_pool.disconnect()

@@ -17,7 +17,7 @@ __all__ = ["RedisHotPath"]
 
 class RedisHotPath(RedisShared, HotPath):
     """Enqueue, fetch, take, wait, renew and settle (``enqueue.lua``, ``fetch.lua``,
-    ``renew.lua``, ``settle.lua``)."""
+    ``renew.lua``, ``ack.lua``, ``settle.lua``)."""
 
     def _enqueue(self, queue: str, message: NewMessage) -> None:
         args = message_args(message)
@@ -78,18 +78,20 @@ class RedisHotPath(RedisShared, HotPath):
             args: list[Any] = [int(lease_seconds * 1000)]
             for lease in held:
                 args += [lease.message_id, lease.token]
-            positions = self._run("renew", self.keys.group(queue), args)
+            positions = self._run("renew", self.keys.subset(queue, "lease_keys"), args)
             lost += [held[int(position) - 1] for position in positions]
         return lost
 
     def _settle(self, action: str, lease: Lease, dead: DeadLetter | None = None) -> bool:
-        args: list[Any] = [action, lease.message_id, lease.token, *dead_args(dead)]
+        args: list[Any] = [action, lease.message_id, lease.token]
         if action == "bury":
-            args += [*self._retention_args(), self._record_ttl_ms()]
+            args += [*dead_args(dead), *self._retention_args(), self._record_ttl_ms()]
         return bool(self._run("settle", self.keys.group(lease.queue), args))
 
     def _ack(self, lease: Lease) -> bool:
-        return self._settle("ack", lease)
+        """ack.lua: the settle of nearly every message, with the five keys it touches."""
+        keys = self.keys.subset(lease.queue, "ack_keys")
+        return bool(self._run("ack", keys, [lease.message_id, lease.token]))
 
     def _release(self, lease: Lease) -> bool:
         return self._settle("release", lease)

@@ -24,6 +24,7 @@ from ..model import State
 __all__ = [
     "DEPENDENCY_KEYS",
     "EDGE_SEPARATOR",
+    "KEY_SUBSETS",
     "QUEUE_KEYS",
     "SCORE_SPAN",
     "STATE_KEYS",
@@ -64,6 +65,15 @@ QUEUE_KEYS = (
 DEPENDENCY_KEYS = ("done", "children", "settled")
 #: Separates the queue from the message id in the members of children and settled.
 EDGE_SEPARATOR = "\0"
+#: The few keys of a queue that a frequent script touches, in the order it receives them
+#: (the whole group costs a hot call more to send than it does to run). Lua reads each
+#: order from the generated include of the same name (see :mod:`.scripts`).
+KEY_SUBSETS = {
+    #: ack.lua: check the lease, then forget the message
+    "ack_keys": ("meta", "inflight", "bodies", "expiring", "tasks"),
+    #: renew.lua: check each lease, then push its deadline
+    "lease_keys": ("meta", "inflight"),
+}
 #: The sorted set holding a queue's messages in each state.
 STATE_KEYS = {
     State.READY: "ready",
@@ -101,6 +111,7 @@ class KeyNames:
         self.key_prefix = key_prefix
         self.prefix = prefix_in_keys(key_prefix)
         self._cache: dict[str, dict[str, str]] = {}
+        self._subsets: dict[tuple[str, str], list[str]] = {}
         #: The index of self-expiring queues (zset: queue name -> deadline in ms).
         self.expiring_queues = f"{self.prefix}:expiring-queues"
         #: Worker heartbeats (hash: worker -> JSON).
@@ -122,6 +133,14 @@ class KeyNames:
     def group(self, queue: str) -> list[str]:
         """A queue's keys in :data:`QUEUE_KEYS` order, as scripts receive them."""
         return list(self.queue(queue).values())
+
+    def subset(self, queue: str, name: str) -> list[str]:
+        """A queue's keys of :data:`KEY_SUBSETS` ``[name]``, in its order."""
+        keys = self._subsets.get((queue, name))
+        if keys is None:
+            by_part = self.queue(queue)
+            keys = self._subsets[(queue, name)] = [by_part[p] for p in KEY_SUBSETS[name]]
+        return keys
 
     def bindings(self, exchange: str) -> str:
         """The bindings of an exchange (hash: JSON [routing key, pattern, queue] -> expiry)."""

@@ -3,8 +3,9 @@
 A line ``--@include "name"`` is replaced, at registration, by ``lua/includes/name.lua``
 (itself expanded the same way); each include lands once per script, before its first
 user. Constants come from Python: ``@NAME@`` in a script or an include is replaced by
-:data:`CONSTANTS` ``[NAME]``, and the includes ``queue_keys`` and ``key_names`` are
-generated from :mod:`.keys`, so no number, key order or key format is written twice.
+:data:`CONSTANTS` ``[NAME]``; the includes ``queue_keys`` and ``key_names`` are generated
+from :mod:`.keys`, and one include per :data:`~.keys.KEY_SUBSETS` entry (e.g. ``ack_keys``),
+so no number, key order or key format is written twice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ...errors import StoreError
 from ...priority import MAX_PRIORITY
 from ..contract.dependencies import DEPENDENCY_RECORD_TTL_SECONDS, NAMED_PARENTS
 from ..contract.hot_path import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
-from .keys import DEPENDENCY_KEYS, EDGE_SEPARATOR, QUEUE_KEYS, SCORE_SPAN
+from .keys import DEPENDENCY_KEYS, EDGE_SEPARATOR, KEY_SUBSETS, QUEUE_KEYS, SCORE_SPAN
 
 __all__ = ["CONSTANTS", "Scripts", "script_source"]
 
@@ -91,7 +92,28 @@ def _key_names_include() -> str:
     )
 
 
-_GENERATED = {"queue_keys": _queue_keys_include, "key_names": _key_names_include}
+def _key_subset_include(name: str) -> str:
+    parts = KEY_SUBSETS[name]
+    fields = ", ".join(f"{part} = KEYS[{i + 1}]" for i, part in enumerate(parts))
+    return "\n".join(
+        [
+            f"-- {name} (generated from keys.KEY_SUBSETS): the keys of one queue it names",
+            f"local function {name}()",
+            f"  return {{{fields}}}",
+            "end",
+        ]
+    )
+
+
+def _generated(name: str) -> str | None:
+    """The source of a generated include, or None for one read from lua/includes/."""
+    if name == "queue_keys":
+        return _queue_keys_include()
+    if name == "key_names":
+        return _key_names_include()
+    if name in KEY_SUBSETS:
+        return _key_subset_include(name)
+    return None
 
 
 def _read(path: str) -> str:
@@ -117,8 +139,7 @@ def _expand(text: str, done: set[str], stack: list[str]) -> list[str]:
         if name in done:
             continue
         done.add(name)
-        generated = _GENERATED.get(name)
-        source = generated() if generated else _read(f"includes/{name}.lua")
+        source = _generated(name) or _read(f"includes/{name}.lua")
         lines += _expand(source, done, [*stack, name])
     return lines
 

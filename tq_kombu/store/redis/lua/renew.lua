@@ -1,11 +1,11 @@
 -- renew: extend the leases of one queue's in-flight messages still held by their callers.
--- KEYS: the queue's group (see includes/queue_keys)
+-- KEYS: the queue's meta and inflight keys (includes/lease_keys)
 -- ARGV[1] lease in ms, then pairs: id, lease token
 -- Returns the positions (1-based, counting pairs) of the leases no longer held.
---@include "queue_keys"
+--@include "lease_keys"
 --@include "now_ms"
 --@include "meta"
-local Q = queue_keys(1)
+local Q = lease_keys()
 local deadline = now_ms() + tonumber(ARGV[1])
 local lost = {}
 for i = 2, #ARGV, 2 do

@@ -1,12 +1,12 @@
--- settle: finish one delivery: ack, release, requeue or bury. Acts only while the caller's
--- lease token is still the message's current lease.
+-- settle: finish one delivery other than by ack (ack.lua): release, requeue or bury.
+-- Acts only while the caller's lease token is still the message's current lease.
 -- KEYS: the queue's group (see includes/queue_keys)
--- ARGV[1] action: "ack" (delete), "release" or "requeue" (ready; the delivery stays
---         counted either way) or "bury" (dead, then the retention policy applies)
--- ARGV[2] id, ARGV[3] lease token, ARGV[4] dead reason, ARGV[5] dead detail,
--- ARGV[6] sealed failure record (base64, may be empty), ARGV[7] worker hostname,
--- ARGV[8] attempts or "", ARGV[9] dead letters kept for (ms), ARGV[10] most kept (bury),
--- ARGV[11] completion record TTL in ms (bury: what waits on the task fails with it, in
+-- ARGV[1] action: "release" or "requeue" (ready; the delivery stays counted either way)
+--         or "bury" (dead, then the retention policy applies)
+-- ARGV[2] id, ARGV[3] lease token; for "bury" only: ARGV[4] dead reason, ARGV[5] dead
+-- detail, ARGV[6] sealed failure record (base64, may be empty), ARGV[7] worker hostname,
+-- ARGV[8] attempts or "", ARGV[9] dead letters kept for (ms), ARGV[10] most kept,
+-- ARGV[11] completion record TTL in ms (what waits on the task fails with it, in
 -- whatever queue, keys built from the prefix: see includes/cascade)
 -- Returns 1 when settled, 0 when the lease was no longer held.
 --@include "queue_keys"
@@ -15,7 +15,6 @@
 --@include "ready"
 --@include "marker"
 --@include "dead"
---@include "forget"
 --@include "retention"
 --@include "cascade_retention"
 local Q = queue_keys(1)
@@ -24,11 +23,6 @@ local action, id, token = ARGV[1], ARGV[2], ARGV[3]
 local meta = decode_meta(redis.call('HGET', Q.meta, id))
 if not meta or meta.l ~= token or not redis.call('ZSCORE', Q.inflight, id) then return 0 end
 redis.call('ZREM', Q.inflight, id)
-
-if action == 'ack' then
-  forget(Q, id, meta)
-  return 1
-end
 
 local now = now_ms()
 if action == 'bury' then
