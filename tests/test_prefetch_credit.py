@@ -190,3 +190,35 @@ def test_drain_events_after_a_credit_wake_up_still_hears_of_new_messages(
         # Then it is delivered at once, not after the 5 s wait timeout
         assert [m.payload for m in others.messages] == [{"other": 1}]
         assert others.times[0] - published[0] < 1.0
+
+
+def test_in_an_event_loop_a_delayed_message_is_delivered_at_its_eta_not_a_poll_later(
+    store_url: str, connection: Connection, hub: Hub
+) -> None:
+    # (a store's blocking wait may end late: Redis looks at blocked clients' timeouts
+    # about ten times a second, so a wait timing out at the ETA comes up to 100 ms late)
+    from datetime import UTC, datetime
+
+    received = Received()
+    work, other = consumers(connection, received)
+    lateness = []
+    with Connection(f"tq+{store_url}", transport_options=OPTIONS) as publishing:
+        producer = Producer(publishing.channel())
+        with work, other:
+            for n in range(5):
+                # Given an idle loop
+                for _ in range(3):
+                    hub.run_once()
+                # When a message due in 0.25 s is published
+                eta = time.time() + 0.25
+                iso = datetime.fromtimestamp(eta, UTC).isoformat()
+                producer.publish(
+                    {"n": n}, routing_key=WORK.routing_key, serializer="json", headers={"eta": iso}
+                )
+                run_hub_until(hub, lambda n=n: len(received.messages) > n, 5)
+                lateness.append(time.time() - eta)
+                received.messages[n].ack()
+    # Then each is delivered within a few milliseconds of its ETA (a loop timer at the
+    # fetch's next_due), never before it
+    assert min(lateness) >= 0, lateness
+    assert sorted(lateness)[2] < 0.03, lateness

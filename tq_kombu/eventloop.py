@@ -46,6 +46,9 @@ class ConsumingChannel(Protocol):
 
 C = TypeVar("C", bound=ConsumingChannel)
 
+#: A due-time timer fires this much after the due time, so the fetch finds it passed.
+DUE_MARGIN_SECONDS = 0.001
+
 
 class _Pipe:
     """A self-pipe another thread may write to at any time, even while it is closed."""
@@ -135,6 +138,8 @@ class EventLoopConsumer(Generic[C]):
         self.waiters: _Waiters[C] = _Waiters(new_waiter)
         #: The descriptor registered with the loop for each channel's waiter.
         self.fds: dict[C, int] = {}
+        #: A loop timer per idle channel at its ``next_due`` (and that time).
+        self._timers: dict[C, tuple[float, Any]] = {}
         # A pipe written to so that the loop comes round again at once: a channel has
         # credit and ready messages are left, callbacks are pending, or credit came
         # back from another thread.
@@ -183,6 +188,26 @@ class EventLoopConsumer(Generic[C]):
             if fd is not None:
                 self.loop.add_reader(fd, self.on_readable, fd)
                 self.fds[channel] = fd
+        self._wake_when_due(channel)
+
+    def _wake_when_due(self, channel: C) -> None:
+        """Come round at the channel's ``next_due`` (a delayed message, a lease, a limit),
+        on a loop timer: a store's blocking wait may end late (Redis checks the
+        timeouts of blocked clients about ten times a second)."""
+        due = channel.next_due
+        current = self._timers.get(channel)
+        if current is not None and current[0] == due:
+            return
+        self._cancel_timer(channel)
+        call_later = getattr(self.loop, "call_later", None)
+        if due is not None and call_later is not None:
+            delay = max(due - time(), 0.0) + DUE_MARGIN_SECONDS
+            self._timers[channel] = (due, call_later(delay, self.on_tick))
+
+    def _cancel_timer(self, channel: C) -> None:
+        entry = self._timers.pop(channel, None)
+        if entry is not None:
+            entry[1].cancel()
 
     def _on_kick(self) -> None:
         self._kick.drain()
@@ -205,6 +230,7 @@ class EventLoopConsumer(Generic[C]):
                 return
 
     def _unregister(self, channel: C) -> None:
+        self._cancel_timer(channel)
         fd = self.fds.pop(channel, None)
         if fd is not None:
             try:
@@ -219,6 +245,8 @@ class EventLoopConsumer(Generic[C]):
         self.waiters.drop(channel)
 
     def close(self) -> None:
+        for channel in list(self._timers):
+            self._cancel_timer(channel)
         for channel in list(self.fds):
             self._unregister(channel)
         self.waiters.close()
