@@ -1,16 +1,21 @@
-"""tq against kombu's stock Redis transport, on one private redis-server, in one run.
+"""tq against kombu's stock Redis transport and Celery's own ceiling, in one run.
 
     python benchmarks/bench.py            # 20,000 messages per figure
     python benchmarks/bench.py --quick    # 2,000, a smoke run
 
 Figures per transport (stock = ``redis://``, tq = ``tq+redis://`` with encryption on,
-tq-plain = tq with ``encryption="off"``):
+tq-plain = tq with ``encryption="off"``, all on one private redis-server; ceiling =
+kombu's in-memory transport with a solo worker in the publishing process, see
+``ceiling.py``: no network, no store, Celery alone):
 
 - publish: ``apply_async`` calls per second, and the median latency of one call;
+- publish with 3 parents (tq): the same calls with ``depends_on`` naming three task ids
+  (the child is stored waiting), to show what a dependency costs at publish;
 - drain: no-op tasks per second consumed by a real ``celery worker`` (prefork -c 2, and
   solo) from a backlog, timed from the first message taken until the queue is empty
   and nothing is left unacknowledged (read from the broker every 5 ms, the same way
-  for every transport).
+  for every transport); the ceiling times its in-process solo worker from the first
+  task's start to the last one's.
 
 Each figure is the best of ``--rounds`` runs; the transports take turns, in an order
 that rotates every round. Ratios are
@@ -110,10 +115,18 @@ def environment(name: str, port: int) -> dict[str, str]:
     }
 
 
-def publish(name: str, port: int, count: int) -> dict[str, float]:
-    """Publish ``count`` tasks from a fresh process; return its rate and p50 latency."""
+def publish(name: str, port: int, count: int, parents: int = 0) -> dict[str, float]:
+    """Publish ``count`` tasks from a fresh process (each depending on ``parents`` task
+    ids); return its rate and p50 latency."""
     out = subprocess.run(
-        [sys.executable, __file__, "--publisher", str(count)],
+        [
+            sys.executable,
+            __file__,
+            "--publisher",
+            str(count),
+            "--parents",
+            str(parents),
+        ],
         env=environment(name, port),
         capture_output=True,
         text=True,
@@ -123,21 +136,42 @@ def publish(name: str, port: int, count: int) -> dict[str, float]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def run_publisher(count: int) -> None:
+def run_publisher(count: int, parents: int) -> None:
     """In the child: time ``count`` apply_async calls after a warm-up one."""
+    import uuid
+
     from benchmarks.bench_app import noop
 
-    noop.apply_async()
+    options = {"depends_on": [str(uuid.uuid4()) for _ in range(parents)]} if parents else {}
+    noop.apply_async(**options)
     latencies = []
     started = time.perf_counter()
     for _ in range(count - 1):
         t0 = time.perf_counter()
-        noop.apply_async()
+        noop.apply_async(**options)
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - started
     print(
-        json.dumps({"rate": (count - 1) / elapsed, "p50_ms": statistics.median(latencies) * 1000})
+        json.dumps(
+            {
+                "rate": (count - 1) / elapsed,
+                "p50_ms": statistics.median(latencies) * 1000,
+            }
+        )
     )
+
+
+def ceiling(phase: str, count: int) -> dict[str, float]:
+    """Celery's own ceiling (``ceiling.py``) for one phase, in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ceiling.py"), phase, str(count)],
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def backlog(name: str, client: redis.Redis) -> int:
@@ -218,56 +252,89 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs per figure; the best counts")
     parser.add_argument("--only", choices=["publish", "drain"], help="run one phase only")
     parser.add_argument("--publisher", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--parents", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
-        return run_publisher(args.publisher)
+        return run_publisher(args.publisher, args.parents)
     count, rounds = (2_000, 1) if args.quick else (args.n, args.rounds)
 
     server = PrivateRedis()
-    results: dict[str, dict[str, float]] = {name: {} for name in TRANSPORTS}
+    results: dict[str, dict[str, float]] = {name: {} for name in [*TRANSPORTS, "ceiling"]}
 
     def keep(name: str, figure: str, value: float, better: Any = max) -> None:
         results[name][figure] = better(results[name].get(figure, value), value)
 
     try:
-        print(f"machine: {machine()}\nmessages per figure: {count}, best of {rounds}\n", flush=True)
-        names = list(TRANSPORTS)
+        print(
+            f"machine: {machine()}\nmessages per figure: {count}, best of {rounds}\n",
+            flush=True,
+        )
+        names = [*TRANSPORTS, "ceiling"]
         for round_number in range(rounds):
             # rotate the order each round so that no transport always runs first or last
             shift = round_number % len(names)
             for name in names[shift:] + names[:shift]:
+                if name == "ceiling":
+                    if args.only in (None, "publish"):
+                        figures = ceiling("publish", count)
+                        keep(name, "publish/s", figures["rate"])
+                        keep(name, "publish p50 ms", figures["p50_ms"], min)
+                    if args.only in (None, "drain"):
+                        keep(name, "drain/s solo", ceiling("drain", count)["drain"])
+                    print(f"  {name}: {results[name]}", flush=True)
+                    continue
                 if args.only in (None, "publish"):
                     server.client.flushall()
                     figures = publish(name, server.port, count)
                     keep(name, "publish/s", figures["rate"])
                     keep(name, "publish p50 ms", figures["p50_ms"], min)
+                    if name == "tq":
+                        server.client.flushall()
+                        figures = publish(name, server.port, count, parents=3)
+                        keep(name, "publish 3 parents p50 ms", figures["p50_ms"], min)
                 if args.only in (None, "drain"):
                     keep(
                         name,
                         "drain/s prefork -c 2",
                         drain(name, server, count, ["--pool", "prefork", "-c", "2"]),
                     )
-                    keep(name, "drain/s solo", drain(name, server, count, ["--pool", "solo"]))
+                    keep(
+                        name,
+                        "drain/s solo",
+                        drain(name, server, count, ["--pool", "solo"]),
+                    )
                 print(f"  {name}: {results[name]}", flush=True)
     finally:
         server.stop()
     report(results)
 
 
+def ratio(figure: str, tq: float | None, other: float | None) -> str:
+    """tq against ``other`` for one figure (above 1: tq is better), or blank."""
+    if other is None or tq is None or "parents" in figure:
+        return f"{'':>10}"
+    return f"{(other / tq if 'ms' in figure else tq / other):>10.2f}"
+
+
 def report(results: dict[str, dict[str, float]]) -> None:
-    figures = list(results["stock"])
-    print(
-        f"\n{'figure':<24}{'stock':>10}{'tq':>10}{'tq-plain':>10}{'tq/stock':>10}{'tq/plain':>10}"
-    )
-    for figure in figures:
-        stock, tq, plain = (results[name][figure] for name in ("stock", "tq", "tq-plain"))
-        lower_is_better = "ms" in figure
-        vs_stock = stock / tq if lower_is_better else tq / stock
-        vs_plain = plain / tq if lower_is_better else tq / plain
+    names = ("stock", "tq", "tq-plain", "ceiling")
+    print(f"\n{'figure':<26}" + "".join(f"{n:>10}" for n in names), end="")
+    print(f"{'tq/stock':>10}{'tq/plain':>10}{'tq/ceil':>10}")
+    for figure in results["tq"]:
+        stock, tq, plain, ceil = values = [results[name].get(figure) for name in names]
+        cells = "".join(f"{'-':>10}" if v is None else f"{v:>10.2f}" for v in values)
         print(
-            f"{figure:<24}{stock:>10.1f}{tq:>10.1f}{plain:>10.1f}{vs_stock:>10.2f}{vs_plain:>10.2f}"
+            f"{figure:<26}{cells}{ratio(figure, tq, stock)}{ratio(figure, tq, plain)}"
+            f"{ratio(figure, tq, ceil)}"
         )
-    print("\nratios above 1 mean tq (encrypted) is better; tq/plain is encryption's cost")
+    plain_p50 = results["tq"].get("publish p50 ms")
+    child_p50 = results["tq"].get("publish 3 parents p50 ms")
+    if plain_p50 and child_p50:
+        print(
+            f"\na child with 3 parents costs {child_p50 / plain_p50:.2f}x a plain tq publish (p50)"
+        )
+    print("ratios above 1 mean tq (encrypted) is better; tq/plain is encryption's cost;")
+    print("tq/ceil is the share of Celery's own in-memory ceiling that tq reaches")
 
 
 if __name__ == "__main__":

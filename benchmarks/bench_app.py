@@ -19,6 +19,12 @@ app.conf.update(
 )
 
 
+if os.environ.get("BENCH_EXTENSION"):  # the extension installed, no feature used
+    import tq_celery_ext
+
+    tq_celery_ext.install(app)
+
+
 @app.task
 def noop() -> None:
     return None

@@ -45,6 +45,8 @@ TRANSPORTS = {
     "stock": ("redis://127.0.0.1:{port}/0", ""),
     "tq": ("tq+redis://127.0.0.1:{port}/0", ""),
     "tq-sqlite": ("tq+sqlite:///{db}", ""),
+    #: tq with ``tq_celery_ext.install(app)`` in the app (no dependency or limit used)
+    "tq-ext": ("tq+redis://127.0.0.1:{port}/0", ""),
 }
 TICK_SECONDS = 1 / os.sysconf("SC_CLK_TCK")
 #: Seconds between two reads of the backlog.
@@ -130,6 +132,7 @@ def environment(name: str, port: int, db: str) -> dict[str, str]:
         **os.environ,
         "BENCH_BROKER_URL": url.format(port=port, db=db),
         "BENCH_OPTIONS": options,
+        "BENCH_EXTENSION": "1" if name.endswith("-ext") else "",
         "TQ_ENCRYPTION_KEYS": BENCH_KEY,
         "PYTHONPATH": str(ROOT),
         "PYTHONWARNINGS": "ignore",
