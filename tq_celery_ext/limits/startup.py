@@ -5,6 +5,10 @@ module, ``-I`` includes too): a limit setup error ends the worker with one line 
 stderr and exit code 1, as tq's broker setup errors do (:mod:`tq_kombu.appconf`).
 Checked limits are then written to the store (``define_limits``, origin ``settings``),
 where every consumer's fetch applies them; a limit set at run time is kept.
+
+A concurrency slot is held by the message's lease until it is acknowledged, so a task
+under a concurrency limit is made ``acks_late`` here (acknowledged when it ends, not
+when it starts): otherwise its slot would free as it starts running.
 """
 
 from __future__ import annotations
@@ -50,7 +54,17 @@ class StartupCheck:
             sys.stderr.write(f"error: tq cannot start: {exc}\n  ({HINT})\n")
             sys.stderr.flush()
             raise SystemExit(EXIT_SETUP) from None
+        hold_slots_while_running(self.app, self.limits)
         write_definitions(self.app, self.limits)
+
+
+def hold_slots_while_running(app: Any, limits: AppLimits) -> None:
+    """Make every task under a concurrency limit ``acks_late`` (its slot lasts its run)."""
+    for name, plan in limits.plans.items():
+        task = app.tasks[name]
+        if any(ref.kind == "concurrency" for ref in plan.limits) and not task.acks_late:
+            task.acks_late = True
+            logger.info("tq: %s is acks_late: it holds its concurrency slot while it runs", name)
 
 
 def write_definitions(app: Any, limits: AppLimits) -> None:
