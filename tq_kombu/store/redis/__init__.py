@@ -24,8 +24,8 @@ from .dead_letters import RedisDeadLetters
 from .dependencies import RedisDependencies
 from .hot_path import RedisHotPath
 from .inspection import RedisInspection
-from .limits import RedisLimits
 from .keys import QUEUE_KEYS, SCORE_SPAN, prefix_in_keys
+from .limits import RedisLimits
 from .routing import RedisRouting
 from .waiting import SocketWaiter
 from .workers import RedisWorkers
