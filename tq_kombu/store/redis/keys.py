@@ -142,6 +142,19 @@ class KeyNames:
             keys = self._subsets[(queue, name)] = [by_part[p] for p in KEY_SUBSETS[name]]
         return keys
 
+    def limits(self, part: str, name: str = "", key: str | None = None) -> str:
+        """A key of the limits keyspace ``{<prefix>:limits}`` (see lua/includes/limits):
+        ``defs``; ``waiters:<name>``, ``starts:<name>``; ``tat`` and ``slots`` of a name
+        and key (``<part>:<len(name)>:<name>:<key>``)."""
+        base = "{" + f"{self.prefix}:limits" + "}:"
+        if key is not None:
+            return f"{base}{part}:{len(name)}:{name}:{key}"
+        return f"{base}{part}:{name}" if name else f"{base}{part}"
+
+    def lane_pattern(self) -> str:
+        """A SCAN pattern matching the lane zsets of every queue."""
+        return _glob_escape(self._meta_head) + "*}:lane:*"
+
     def bindings(self, exchange: str) -> str:
         """The bindings of an exchange (hash: JSON [routing key, pattern, queue] -> expiry)."""
         return f"{self.prefix}:bindings:{exchange}"
