@@ -27,8 +27,8 @@ app.conf.update(
     task_default_queue="limits",
     worker_prefetch_multiplier=1,
     worker_hijack_root_logger=False,
-    tq_rate_limits={"shared_rate": "10/s", "dial": "1/m"},
-    tq_concurrency_limits={"pair": 2, "single": 1, "tenant_slots": 2},
+    tq_rate_limits={"shared_rate": "10/s", "dial": "100/s"},
+    tq_concurrency_limits={"pair": 2, "single": 1, "tenant_slots": 2, "dial_slots": 1},
 )
 tq_celery_ext.install(app)
 
@@ -64,6 +64,8 @@ def dialed(self: Any, label: str) -> None:
 
 def started_before(label: str) -> bool:
     """Whether a run of ``label`` already started (this one is a redelivery)."""
+    if not os.path.exists(os.environ["TQ_JOURNAL"]):
+        return False
     with open(os.environ["TQ_JOURNAL"]) as journal:
         return any(line.split(" ")[:2] == ["start", label] for line in journal)
 
@@ -80,6 +82,11 @@ def _work(self: Any, label: str, seconds: float) -> None:
 
 @app.task(bind=True, name="lim.paired", tq_concurrency_limit="pair")
 def paired(self: Any, label: str, seconds: float) -> None:
+    _work(self, label, seconds)
+
+
+@app.task(bind=True, name="lim.dial_work", tq_concurrency_limit="dial_slots")
+def dial_work(self: Any, label: str, seconds: float) -> None:
     _work(self, label, seconds)
 
 

@@ -31,7 +31,7 @@ APP = "tests.limits_run_app"
 FAST = ("--without-mingle", "--without-gossip", "--without-heartbeat")
 LEASE_SECONDS = 3.0
 #: Stores with limits enforced.
-STORES = ["sqlite"]
+STORES = ["redis"]
 #: How much later a task may start than its message is handed out (prefork dispatch).
 DISPATCH_JITTER_SECONDS = 0.1
 
@@ -199,24 +199,35 @@ def test_keys_take_turns_under_a_shared_concurrency(cluster: Cluster) -> None:
     assert len(a_starts) < 20 or max(b_starts) < a_starts[19]
 
 
-def test_a_limit_changed_at_run_time_is_obeyed_within_a_second(cluster: Cluster) -> None:
-    # Given 4 tasks under "dial" (1/m): one starts, three wait
+def test_limits_changed_at_run_time_are_obeyed_within_a_second(cluster: Cluster) -> None:
+    # Given 3 tasks of 1.5 s under "dial_slots" (1 at once): one runs, two wait
     prefix = label("dial")
-    for n in range(4):
-        lim.dialed.delay(f"{prefix}-{n}")
+    for n in range(3):
+        lim.dial_work.delay(f"{prefix}-{n}", 1.5)
     cluster.wait_events(prefix, 1, timeout=20)
-    status = cluster.control.status("dial")
-    assert status is not None and sum(k.waiting for k in status.keys) == 3
-    # When an operator raises it to 100/s
+    status = cluster.control.status("dial_slots")
+    assert status is not None and [(k.waiting, k.running) for k in status.keys] == [(2, 1)]
     try:
+        # When an operator allows 3 at once, and lowers "dial" from 100/s to 1/m
         changed_at = time.time()
-        cluster.control.set_rate("dial", 100, per_seconds=1)
-        # Then the three start within a second
-        cluster.wait_events(prefix, 4, timeout=10)
+        cluster.control.set_concurrency("dial_slots", 3)
+        cluster.control.set_rate("dial", "1/m")
+        # Then the two waiting tasks start within a second
+        cluster.wait_events(prefix, 3, timeout=10)
         assert cluster.events(prefix)[-1][1] - changed_at <= 1.0
-        assert {d.name: d.origin for d in cluster.control.all()}["dial"] == "runtime"
+        # and of 3 tasks under "dial" one starts now, the others wait a minute
+        for n in range(3):
+            lim.dialed.delay(f"{prefix}-rate{n}")
+        cluster.wait_events(f"{prefix}-rate", 1, timeout=10)
+        status = cluster.control.status("dial")
+        assert status is not None and sum(k.waiting for k in status.keys) == 2
+        cluster.wait_events(prefix, 3, timeout=10, event="end")
+        assert len(cluster.events(f"{prefix}-rate")) == 1
+        origins = {d.name: d.origin for d in cluster.control.all()}
+        assert (origins["dial"], origins["dial_slots"]) == ("runtime", "runtime")
     finally:
-        assert cluster.control.remove("dial")
+        assert cluster.control.remove("dial") and cluster.control.remove("dial_slots")
+        cluster.admin.purge("limits")
 
 
 def test_a_task_held_by_its_rate_holds_no_worker_slot(cluster: Cluster) -> None:

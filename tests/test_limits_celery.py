@@ -23,14 +23,17 @@ from tq_kombu.store.model import LimitDefinition
 
 from .workers import run_celery
 
+STORES = ["memory", "redis"]
+
 
 def tenant_of(args: Any, kwargs: Any) -> str:
     return str(kwargs["tenant"])
 
 
-@pytest.fixture
-def app() -> Celery:
-    app = Celery(f"lc-{uuid.uuid4().hex[:8]}", broker=f"tq+memory://{uuid.uuid4().hex}")
+@pytest.fixture(params=STORES)
+def app(request: pytest.FixtureRequest) -> Celery:
+    url = request.getfixturevalue(f"{request.param}_url")
+    app = Celery(f"lc-{uuid.uuid4().hex[:8]}", broker=f"tq+{url}")
     app.conf.update(
         tq_rate_limits={"api_calls": "100/m", "search": {"rate": "10/s", "burst": 5}},
         tq_concurrency_limits={"heavy": 2},
@@ -38,7 +41,7 @@ def app() -> Celery:
     tq_celery_ext.install(app)
 
     @app.task(shared=False, name="lc.call_api", tq_rate_limit="api_calls", tq_limit_key=tenant_of)
-    def call_api(tenant: str) -> None: ...
+    def call_api(tenant: str = "") -> None: ...
 
     @app.task(shared=False, name="lc.report", tq_concurrency_limit="heavy", tq_rate_limit="5/s")
     def report() -> None: ...
@@ -172,8 +175,8 @@ def tq(env: dict[str, str], *args: str) -> Any:
     return run_celery("tests.limits_app", env, "tq", *args)
 
 
-def test_the_cli_lists_sets_and_removes_limits(sqlite_url: str) -> None:
-    env = {**os.environ, "TQ_LIMITS_URL": f"tq+{sqlite_url}", "PYTHONWARNINGS": "ignore"}
+def test_the_cli_lists_sets_and_removes_limits(redis_url: str) -> None:
+    env = {**os.environ, "TQ_LIMITS_URL": f"tq+{redis_url}", "PYTHONWARNINGS": "ignore"}
     from . import limits_app
 
     limits_app.app.conf.broker_url = env["TQ_LIMITS_URL"]
