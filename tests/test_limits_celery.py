@@ -200,3 +200,35 @@ def test_the_cli_lists_sets_and_removes_limits(redis_url: str) -> None:
     bad = tq(env, "limits", "set", "x", "ten/s")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
     assert tq(env, "limits", "set", "x").returncode == 2
+
+
+def fetched(admin: Admin) -> int:
+    return len(admin.store.fetch(["celery"], 10, "test", 60, 5).deliveries)
+
+
+def test_a_lowered_rate_applies_at_the_next_fetch(app: Celery, admin: Admin) -> None:
+    start_worker(app)
+    tq_celery_ext.limits_of(app).set_rate("api_calls", "1000/s")
+    app.tasks["lc.call_api"].delay(tenant="acme")
+    assert fetched(admin) == 1
+    for _ in range(3):
+        app.tasks["lc.call_api"].delay(tenant="acme")
+    tq_celery_ext.limits_of(app).set_rate("api_calls", "1/h")
+    taken = sum(fetched(admin) for _ in range(3))
+    assert taken <= 1
+    assert waiting(admin, "api_calls")["acme"] >= 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the stores keep each key's GCRA state (TAT) from the old rate, so a raised "
+    "rate applies only once the old TAT has passed (up to one old period)",
+)
+def test_a_raised_rate_applies_at_the_next_fetch(app: Celery, admin: Admin) -> None:
+    start_worker(app)  # api_calls: 100/m
+    for _ in range(3):
+        app.tasks["lc.call_api"].delay(tenant="acme")
+    assert fetched(admin) == 1
+    assert fetched(admin) == 0
+    tq_celery_ext.limits_of(app).set_rate("api_calls", "100/s", burst=5)
+    assert fetched(admin) == 2
