@@ -164,6 +164,7 @@ def test_a_freed_slot_wakes_a_waiting_consumer(store: Store) -> None:
     store.enqueue(Q, limited("m0", slot()))
     store.enqueue(Q, limited("m1", slot()))
     held = fetch(store, [Q]).deliveries[0]
+    assert fetch(store, [Q]).deliveries == []  # m1 held back
     # nothing spins: with only held-back messages a wait lasts its timeout
     started = time.monotonic()
     store.wait([Q], 0.6)
