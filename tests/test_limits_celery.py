@@ -125,6 +125,16 @@ def test_messages_published_in_bulk_carry_their_limits(app: Celery, admin: Admin
     assert waiting(admin, "api_calls") == {"a": 1, "b": 2}
 
 
+def test_a_graphs_nodes_carry_their_limits(app: Celery, admin: Admin) -> None:
+    start_worker(app)
+    nodes = tq_celery_ext.graph(app)
+    nodes.add("one", app.tasks["lc.call_api"].s(tenant="acme"))
+    nodes.add("two", app.tasks["lc.call_api"].s(tenant="globex"))
+    nodes.add("three", app.tasks["lc.plain"].s(), parents=["one", "two"])
+    nodes.publish()
+    assert waiting(admin, "api_calls") == {"acme": 1, "globex": 1}
+
+
 def test_a_message_without_a_key_is_refused_and_its_batch_stores_nothing(
     app: Celery, admin: Admin
 ) -> None:
@@ -232,3 +242,20 @@ def test_a_raised_rate_applies_at_the_next_fetch(app: Celery, admin: Admin) -> N
     assert fetched(admin) == 0
     tq_celery_ext.limits_of(app).set_rate("api_calls", "100/s", burst=5)
     assert fetched(admin) == 2
+
+
+@pytest.mark.parametrize(
+    ("rate", "shown"),
+    [
+        ("100/m", "100/m"),
+        ("50/h", "50/h"),
+        ("3/1.5s", "2/s"),
+        ({"rate": "10/s", "burst": 5}, "10/s (burst 5)"),
+        ("7/s", "1/0.142858s"),
+    ],
+)
+def test_a_stored_rate_reads_back_as_people_write_it(rate: Any, shown: str) -> None:
+    from tq_celery_ext.limits.definitions import rate_definition, rate_text
+    from tq_celery_ext.limits.rates import parse_rate
+
+    assert rate_text(rate_definition("x", parse_rate(rate, "test"))) == shown
