@@ -219,6 +219,10 @@ for q = 1, nqueues do
   if candidates[q] then
     if out[1] == 0 then out[1] = 1 end
     wake(Q)
+  elseif limiting then
+    -- only held-back messages left: a wake from before this fetch is spent (a consumer
+    -- blocked on the marker would have taken it), so waiters sleep until a slot frees
+    redis.call('DEL', Q.marker)
   end
   for _, set in ipairs({Q.delayed, Q.inflight}) do
     local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
