@@ -85,6 +85,28 @@ def test_lanes_live_under_the_queue_hash_tag_and_limit_state_under_the_limits_ta
     assert store.keys.limits("slots", "slots", "A") in limit_keys
     assert store.keys.limits("tat", "slow", "A") in limit_keys
     assert all(k.startswith("{tq:limits}:") for k in limit_keys)
+    lane = '[["concurrency","slots","A"]]'
+    assert store.keys.lane(Q, lane) in keys and store.keys.lanes(Q)[1] in keys
+
+
+@pytest.mark.parametrize("drop", ["purge", "delete_queue"])
+def test_purging_ready_messages_or_deleting_the_queue_drops_its_lanes(
+    store: RedisStore, drop: str
+) -> None:
+    from tq_kombu.store.model import State
+
+    store.define_limits([ONE_SLOT])
+    store.enqueue(Q, limited("m1", slot("A")))
+    store.enqueue(Q, limited("m2", slot("A")))
+    store.enqueue(Q, limited("m3", slot("B")))
+    assert sorted(fetched(store)) == ["m1", "m3"]
+    if drop == "purge":
+        assert store.purge(Q, State.READY) == 1
+    else:
+        store.delete_queue(Q)
+    assert store.client.keys("{tq:limited}:lane*") == []
+    assert store.client.keys("{tq:limited}:blocked") == []
+    assert store.limit_status("slots").keys[0].waiting == 0  # type: ignore[union-attr]
 
 
 def test_a_tat_key_expires_at_its_value(store: RedisStore) -> None:

@@ -183,3 +183,13 @@ function lim.release(Q, id, meta, token)
     end
   end
 end
+
+-- lim.forget_lanes(Q): drop every lane of a queue (nothing of it is ready any more).
+function lim.forget_lanes(Q)
+  for _, index in ipairs({lim.lanes_key(Q), lim.blocked_key(Q)}) do
+    for _, lane in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+      redis.call('DEL', lim.lane_key(Q, lane))
+    end
+    redis.call('DEL', index)
+  end
+end
