@@ -242,3 +242,77 @@ def test_priority_orders_before_turns(store: RedisStore) -> None:
     store.enqueue(Q, limited("b-high", LimitTag("rate", "wide", "B"), priority=9))
     store.enqueue(Q, NewMessage("plain-mid", b"body", 5))
     assert fetched(store, 3) == ["b-high", "plain-mid", "a-low"]
+
+
+# -- random operations keep everything exact ------------------------------------------
+def check_exact(store: RedisStore, queue: str) -> None:
+    """Kept counts match the ready set, every lane holds only ready messages of its
+    lane, and slot sets hold only live leases (after a check of them)."""
+    keys = store.keys_of(queue)
+    counted: dict[int, int] = {}
+    ready = dict(store.client.zrange(keys["ready"], 0, -1, withscores=True))
+    for score in ready.values():
+        priority = 255 - int(score) // 2**44
+        counted[priority] = counted.get(priority, 0) + 1
+    assert kept_counts(store, queue) == counted
+    assert store.client.zcard(keys["ages"]) == len(ready)
+    for lane_key in store.client.keys(store.keys.lane(queue, "*")):
+        for member, score in store.client.zrange(lane_key, 0, -1, withscores=True):
+            if member in ready:  # others are dropped when met at a lane's head
+                assert ready[member] == score
+
+
+def test_random_operations_keep_counts_lanes_and_slots_exact(store: RedisStore) -> None:
+    import random
+
+    rng = random.Random(10)
+    store.define_limits([LimitDefinition("slots", "concurrency", slots=2), WIDE])
+    held: list = []
+    for step in range(400):
+        op = rng.random()
+        if op < 0.4:
+            tags = rng.choice(
+                [(), (slot("A"),), (slot("B"),), (LimitTag("rate", "wide", "A"), slot("A"))]
+            )
+            store.enqueue(Q, limited(f"m{step}", *tags, priority=rng.randrange(3)))
+        elif op < 0.65:
+            held += store.fetch([Q], rng.randrange(1, 4), "me", 60, 50).deliveries
+        elif op < 0.85 and held:
+            delivery = held.pop(rng.randrange(len(held)))
+            assert getattr(store, rng.choice(["ack", "release", "requeue"]))(delivery.lease)
+        elif op < 0.9:
+            store.set_priority(Q, f"m{rng.randrange(step + 1)}", rng.randrange(3))
+        elif op < 0.95:
+            store.cancel(Q, f"m{rng.randrange(step + 1)}")
+        check_exact(store, Q)
+    # every key's slot set holds exactly the live leases of its key
+    for key in ("A", "B"):
+        slot_key = store.keys.limits("slots", "slots", key)
+        holders = {h.split(b"\0")[1].decode() for h in store.client.smembers(slot_key)}
+        live = {
+            d.lease.message_id
+            for d in held
+            if any(t.key == key and t.kind == "concurrency" for t in tags_of(store, d))
+        }
+        assert live <= holders and len(holders) <= 2
+    # and everything held back comes out once the leases end
+    for delivery in held:
+        assert store.ack(delivery.lease)
+    drained = []
+    for _ in range(200):
+        batch = store.fetch([Q], 10, "me", 60, 50).deliveries
+        if not batch and not store.counts(Q).ready:
+            break
+        for delivery in batch:
+            drained.append(delivery.lease.message_id)
+            assert store.ack(delivery.lease)
+    assert store.counts(Q).ready == 0
+    check_exact(store, Q)
+
+
+def tags_of(store: RedisStore, delivery) -> list[LimitTag]:  # type: ignore[no-untyped-def]
+    import json
+
+    raw = store.client.hget(store.keys_of(Q)["meta"], delivery.lease.message_id)
+    lane = json.loads(raw).get("lm") if raw else None
+    return [LimitTag(*t) for t in json.loads(lane)] if lane else []
