@@ -319,3 +319,18 @@ def tags_of(store: RedisStore, delivery) -> list[LimitTag]:  # type: ignore[no-u
     raw = store.client.hget(store.keys_of(Q)["meta"], delivery.lease.message_id)
     lane = json.loads(raw).get("lm") if raw else None
     return [LimitTag(*t) for t in json.loads(lane)] if lane else []
+
+
+def test_a_fetch_looks_past_a_held_back_backlog_without_reading_its_messages(
+    store: RedisStore,
+) -> None:
+    store.define_limits([ONE_SLOT])
+    backlog = [limited(f"a{n:03}", slot()) for n in range(900)]
+    store.enqueue_many([(Q, m) for m in backlog])
+    assert fetched(store, 1) == ["a000"]
+    store.enqueue(Q, NewMessage("plain", b"body", 5))
+    store.client.config_resetstat()
+    assert fetched(store) == ["plain"]
+    calls = command_calls(store.client)
+    assert calls.get("cmdstat_hget", 0) < 20, "one metadata read per message looked past"
+    assert calls.get("cmdstat_zmscore", 0) <= 20  # 9 windows, before and after the hand-out
