@@ -106,6 +106,7 @@ def test_purging_ready_messages_or_deleting_the_queue_drops_its_lanes(
         store.delete_queue(Q)
     assert store.client.keys("{tq:limited}:lane*") == []
     assert store.client.keys("{tq:limited}:blocked") == []
+    assert store.client.keys("{tq:limited}:limited") == []
     status = store.limit_status("slots")
     assert status is not None and all(k.waiting == 0 for k in status.keys)
     running = 2 if drop == "purge" else 0  # a deleted queue's leases hold nothing

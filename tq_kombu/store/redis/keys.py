@@ -157,6 +157,10 @@ class KeyNames:
         tag = "{" + f"{self.prefix}:{queue}" + "}:"
         return f"{tag}lanes", f"{tag}blocked"
 
+    def limited(self, queue: str) -> str:
+        """The zset of the ids in every lane of a queue."""
+        return "{" + f"{self.prefix}:{queue}" + "}:limited"
+
     def lane(self, queue: str, lane: str) -> str:
         """The zset of one lane's ready messages."""
         return "{" + f"{self.prefix}:{queue}" + "}:lane:" + lane
