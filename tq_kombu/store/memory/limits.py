@@ -183,14 +183,17 @@ class MemoryLimits(MemoryState):
         return (-record.info.priority, max(record.seq, turn))
 
     def _limit_wake(self, queues: list[str], now: float) -> float | None:
-        """The earliest time a rate admits a ready limited message of ``queues``."""
+        """The earliest time a rate admits a ready limited message of ``queues`` (now,
+        if one is admitted already)."""
         now_us, running, wakes = to_us(now), None, []
         for queue in queues:
             for record in self._messages.get(queue, {}).values():
                 if record.limits and record.state == State.READY:
                     running = self._running(now) if running is None else running
                     verdict = self._verdict(record.limits, now_us, running)
-                    if not verdict.admitted and verdict.wake_us is not None:
+                    if verdict.admitted:  # came due since the fetch looked
+                        wakes.append(now)
+                    elif verdict.wake_us is not None:
                         wakes.append(verdict.wake_us / 1_000_000)
         return min(wakes) if wakes else None
 

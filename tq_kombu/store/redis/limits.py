@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from ..contract import Limits
 from ..model import LimitDefinition, LimitKeyStatus, LimitStatus
 from .client import RedisShared, translated
+from .codec import read_meta
 
 __all__ = ["RedisLimits"]
 
@@ -77,25 +79,21 @@ class RedisLimits(RedisShared, Limits):
             now = time.time()
             waiting = self._waiting_by_key(name)
             running: dict[str, int] = {}
-            next_start: dict[str, float] = {}
-            for part in ("slots", "tat"):
-                pattern = self.keys.limits(part, name, "") + "*"
-                head = len(self.keys.limits(part, name, ""))
-                for key in self.client.scan_iter(match=_escaped(pattern), count=500):
-                    limit_key = _text(key)[head:]
-                    if part == "slots":
-                        running[limit_key] = int(self.client.scard(key))
-                    else:
-                        tat = self.client.get(key)
-                        start = (int(tat) - definition.tolerance_us) / 1e6 if tat else 0.0
-                        if start > now:
-                            next_start[limit_key] = start
+            next_start: dict[str, float | None] = {}
+            if definition.kind == "concurrency":
+                for key, members in self._state_keys("slots", name):
+                    running[key] = sum(self._holds(member) for member in members)
+            else:
+                for key, tat in self._state_keys("tat", name):
+                    if tat and int(tat) > now * 1e6:
+                        start = (int(tat) - definition.tolerance_us) / 1e6
+                        next_start[key] = start if start > now else None
             starts = self.client.hgetall(self.keys.limits("starts", name))
         window = CONCURRENCY_WINDOW_SECONDS
         if definition.kind == "rate":
-            window = max(definition.interval_us / 1e6, 1.0)
-        recent = sum(int(n) for second, n in starts.items() if int(second) >= now - window)
-        keys = sorted({*waiting, *running, *next_start})
+            window = max(CONCURRENCY_WINDOW_SECONDS, definition.interval_us / 1e6)
+        recent = sum(int(n) for second, n in starts.items() if int(second) >= int(now - window))
+        keys = sorted({*waiting, *(k for k, n in running.items() if n), *next_start})
         return LimitStatus(
             definition,
             [
@@ -106,18 +104,37 @@ class RedisLimits(RedisShared, Limits):
             window,
         )
 
+    def _state_keys(self, part: str, name: str) -> Iterator[tuple[str, Any]]:
+        """(key, value) of each ``tat`` (its TAT) or ``slots`` (its holders) of a limit."""
+        head = self.keys.limits(part, name, "")
+        for found in self.client.scan_iter(match=_escaped(head + "*"), count=500):
+            if part == "slots":
+                yield _text(found)[len(head) :], self.client.smembers(found)
+            else:
+                yield _text(found)[len(head) :], self.client.get(found)
+
+    def _holds(self, member: bytes) -> bool:
+        """Whether a slot holder's lease still holds (see includes/limits)."""
+        queue, rest = member.decode().split("\0", 1)
+        message_id, token = rest.split("\0", 1)
+        keys = self.keys.queue(queue)
+        held = read_meta(self.client.hget(keys["meta"], message_id)).get("l") == token
+        return held and self.client.zscore(keys["inflight"], message_id) is not None
+
     def _waiting_by_key(self, name: str) -> dict[str, int]:
         """Ready messages under ``name`` per key, from every queue's lanes."""
         waiting: dict[str, int] = defaultdict(int)
-        for lane_key in self.client.scan_iter(match=self.keys.lane_pattern(), count=500):
-            lane = _text(lane_key).split("}:lane:", 1)[1]
+        for found in self.client.scan_iter(match=self.keys.lane_pattern(), count=500):
+            queue_tag, lane = _text(found).split("}:lane:", 1)
             try:
                 tags = json.loads(lane)
             except ValueError:
                 continue
             keys = {tag[2] for tag in tags if len(tag) == 3 and tag[1] == name}
-            if keys:
-                count = int(self.client.zcard(lane_key))
+            members = self.client.zrange(found, 0, -1)
+            if keys and members:
+                scores = self.client.zmscore(queue_tag + "}:ready", members)
+                count = sum(score is not None for score in scores)
                 for key in keys:
                     waiting[key] += count
         return {k: v for k, v in waiting.items() if v}

@@ -6,8 +6,9 @@ NULL for a plain message, which therefore pays nothing). ``lanes`` holds one row
 queue and lane: its *turn* (the seq counter when it was last served: its head competes
 at ``(priority, max(head seq, turn))``, so lanes of one priority take turns) and
 ``blocked_until`` (set when its limits refused its head: the time a rate admits it or
-the earliest lease expiry of the slots it waits for; cleared by the schema's triggers
-when a limited lease ends and by every definition change). A blocked lane is not looked
+the earliest lease expiry of the slots it waits for; cleared, for a lane that
+``waits_for_slot``, by the schema's triggers when a limited lease ends, and for every
+lane by a definition change). A blocked lane is not looked
 at before its time, and the waiter does not count it as work.
 
 Rate state is ``limit_state`` (GCRA TAT per name and key, :mod:`tq_kombu.store.gcra`);
@@ -99,9 +100,10 @@ def _held(conn: sqlite3.Connection, name: str, key: str, now: float) -> tuple[in
     return int(row[0]), (None if row[1] is None else float(row[1]))
 
 
-def judge(conn: sqlite3.Connection, lane: str, now: float) -> tuple[Admission | None, float]:
-    """The writes of a start under ``lane``'s limits if all admit it now; else None and
-    the time to look again (a rate's next start, or the first lease that runs out)."""
+def judge(conn: sqlite3.Connection, lane: str, now: float) -> tuple[Admission | None, float, bool]:
+    """The writes of a start under ``lane``'s limits if all admit it now; else None,
+    the time to look again (a rate's next start, or the first lease that runs out), and
+    whether a slot is missing (a freed slot wakes the lane earlier)."""
     tags = tags_of(lane)
     names = sorted({tag.name for tag in tags})
     marks = ",".join("?" * len(names))
@@ -112,7 +114,7 @@ def judge(conn: sqlite3.Connection, lane: str, now: float) -> tuple[Admission | 
             names,
         )
     }
-    admission, waits, now_us = Admission(), [], to_us(now)
+    admission, waits, now_us, slot_missing = Admission(), [], to_us(now), False
     for tag in tags:
         definition = definitions.get(tag.name)
         if definition is None:
@@ -134,10 +136,11 @@ def judge(conn: sqlite3.Connection, lane: str, now: float) -> tuple[Admission | 
             held, first_expiry = _held(conn, tag.name, tag.key, now)
             if held >= slots:
                 waits.append(first_expiry if first_expiry is not None else now)
+                slot_missing = True
             admission.slots.append((tag.name, tag.key))
     if waits:
-        return None, max(waits)
-    return admission, now
+        return None, max(waits), slot_missing
+    return admission, now, False
 
 
 def start(
@@ -212,11 +215,11 @@ class LaneScan:
         if dies:
             return True
         if head.task_name not in skip:
-            admission, wake = judge(conn, head.lane, now)
+            admission, wake, slot_missing = judge(conn, head.lane, now)
             if admission is not None:
                 self.admission = admission
                 return True
-            block(conn, head.queue, head.lane, wake)
+            block(conn, head.queue, head.lane, wake, slot_missing)
         self.closed.add((head.queue, head.lane))
         self.refused[head.queue] += 1
         return False
@@ -229,15 +232,20 @@ class LaneScan:
             start(conn, head.queue, head.message_id, head.lane, self.admission, token, now)
 
 
-def block(conn: sqlite3.Connection, queue: str, lane: str, until: float) -> None:
+def block(
+    conn: sqlite3.Connection, queue: str, lane: str, until: float, waits_for_slot: bool
+) -> None:
     conn.execute(
-        "UPDATE lanes SET blocked_until = ? WHERE queue = ? AND lane = ?", (until, queue, lane)
+        "UPDATE lanes SET blocked_until = ?, waits_for_slot = ? WHERE queue = ? AND lane = ?",
+        (until, int(waits_for_slot), queue, lane),
     )
 
 
 def unblock_all(conn: sqlite3.Connection) -> None:
     """Every lane is looked at again (a definition changed)."""
-    conn.execute("UPDATE lanes SET blocked_until = NULL WHERE blocked_until IS NOT NULL")
+    conn.execute(
+        "UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0 WHERE blocked_until IS NOT NULL"
+    )
 
 
 _OPEN_SQL = """

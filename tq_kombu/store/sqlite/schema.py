@@ -213,17 +213,18 @@ _LIMIT_TABLES = (
     """
     CREATE TABLE IF NOT EXISTS lanes (
         queue TEXT NOT NULL, lane TEXT NOT NULL, turn INTEGER NOT NULL DEFAULT 0,
-        blocked_until REAL, PRIMARY KEY (queue, lane)
+        blocked_until REAL, waits_for_slot INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (queue, lane)
     ) WITHOUT ROWID
     """,
     # a lease that ends in any way (settled, expired, purged) frees its slots and wakes
-    # the blocked lanes; a lane with no message left goes
+    # the lanes waiting for a slot; a lane with no message left goes
     """
     CREATE TRIGGER IF NOT EXISTS limited_lease_ends AFTER UPDATE OF state ON messages
     WHEN old.lane IS NOT NULL AND old.state = 'inflight' AND new.state IS NOT 'inflight'
     BEGIN
         DELETE FROM limit_slots WHERE queue = old.queue AND id = old.id;
-        UPDATE lanes SET blocked_until = NULL WHERE blocked_until IS NOT NULL;
+        UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0 WHERE waits_for_slot = 1;
     END
     """,
     """
@@ -231,8 +232,8 @@ _LIMIT_TABLES = (
     WHEN old.lane IS NOT NULL
     BEGIN
         DELETE FROM limit_slots WHERE queue = old.queue AND id = old.id;
-        UPDATE lanes SET blocked_until = NULL
-            WHERE old.state = 'inflight' AND blocked_until IS NOT NULL;
+        UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0
+            WHERE old.state = 'inflight' AND waits_for_slot = 1;
         DELETE FROM lanes WHERE queue = old.queue AND lane = old.lane AND NOT EXISTS
             (SELECT 1 FROM messages WHERE queue = old.queue AND lane = old.lane);
     END

@@ -89,9 +89,18 @@ local function plain_candidate(q)
     local last = math.min(offset + SCAN_WINDOW, SKIP_SCAN_LIMIT) - 1
     local window = redis.call('ZRANGE', ready, offset, last, 'WITHSCORES')
     if #window == 0 then return nil end
+    local in_lane = {}
+    if limiting then
+      local ids = {}
+      for j = 1, #window, 2 do ids[#ids + 1] = window[j] end
+      in_lane = redis.call('ZMSCORE', lim.limited_key(queues[q]), unpack(ids))
+    end
     for j = 1, #window, 2 do
-      local meta = load_meta(queues[q], window[j])
-      if not (meta and (skip[meta.t] or (limiting and meta.lm))) then return {window[j], window[j + 1]} end
+      if not in_lane[(j + 1) / 2] then
+        if not skipping then return {window[j], window[j + 1]} end
+        local meta = load_meta(queues[q], window[j])
+        if not (meta and (skip[meta.t] or (limiting and meta.lm))) then return {window[j], window[j + 1]} end
+      end
     end
   end
   return nil
@@ -111,7 +120,7 @@ local function lane_candidate(q)
     if #head == 0 then
       redis.call('ZREM', lanes, lane)
     elseif not score then
-      redis.call('ZREM', lim.lane_key(Q, lane), head[1])
+      lim.unlane(Q, lane, head[1])
       lim.place(Q, lane)
     elseif skipping and skip[(load_meta(Q, head[1]) or {}).t] then
       offset = offset + 1
@@ -155,12 +164,17 @@ while delivered < max_count do
     out[1] = 2 -- a limited message: the caller fetches again with the limits key
     break
   end
-  if lane then
+  if meta and type(meta.lm) == 'string' and not lane then
+    -- a limited message outside its lane (never expected): indexed there, not handed out
+    lim.put(Q, meta.lm, id, candidates[best][2])
+    plan = nil
+    lane = meta.lm
+  elseif lane then
     -- an earlier hand-out of this fetch may have used what the check saw
     local admitted, wake_ms, names = lim.check(Q, lane, now_us)
     if admitted then
       plan = wake_ms
-      redis.call('ZREM', lim.lane_key(Q, lane), id)
+      lim.unlane(Q, lane, id)
       lim.place(Q, lane)
     else
       lim.block(Q, lane, wake_ms, names)
@@ -219,6 +233,10 @@ for q = 1, nqueues do
   if candidates[q] then
     if out[1] == 0 then out[1] = 1 end
     wake(Q)
+  elseif limiting then
+    -- only held-back messages left: a wake from before this fetch is spent (a consumer
+    -- blocked on the marker would have taken it), so waiters sleep until a slot frees
+    redis.call('DEL', Q.marker)
   end
   for _, set in ipairs({Q.delayed, Q.inflight}) do
     local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')

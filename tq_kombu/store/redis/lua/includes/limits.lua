@@ -4,7 +4,8 @@
 -- Limits (see contract/limits.py): a message with limit tags keeps them in meta.lm (its
 -- lane id: the tags as JSON [[kind, name, key], ...]) and is indexed, while ready, in its
 -- lane as well as in the ready set. Under the queue's hash tag: lane:<lane id> (zset: ready
--- ids by ready score), lanes (zset: eligible lanes by head priority, then turn) and
+-- ids by ready score), limited (zset: the ids of every lane, so a fetch looks past them
+-- cheaply; ids no longer ready may linger), lanes (zset: eligible lanes by head priority, then turn) and
 -- blocked (zset: lanes held back by a limit -> wake time in ms, or LANE_PARKED_SCORE until
 -- a slot frees or the definition changes). Under {<prefix>:limits}: defs (hash: name ->
 -- JSON {k kind, i interval_us, t tolerance_us, s slots, o origin}), tat:<n>:<name>:<key>
@@ -18,6 +19,7 @@ function lim.queue_tag(Q) return string.sub(Q.meta, 1, -5) end
 function lim.lane_key(Q, lane) return lim.queue_tag(Q) .. 'lane:' .. lane end
 function lim.lanes_key(Q) return lim.queue_tag(Q) .. 'lanes' end
 function lim.blocked_key(Q) return lim.queue_tag(Q) .. 'blocked' end
+function lim.limited_key(Q) return lim.queue_tag(Q) .. 'limited' end
 function lim.base(P) return '{' .. P .. ':limits}:' end
 function lim.state_key(P, part, name, key)
   return lim.base(P) .. part .. ':' .. #name .. ':' .. name .. ':' .. key
@@ -62,11 +64,18 @@ end
 function lim.put(Q, lane, id, score)
   local key = lim.lane_key(Q, lane)
   redis.call('ZADD', key, score, id)
+  redis.call('ZADD', lim.limited_key(Q), score, id)
   if redis.call('ZSCORE', lim.blocked_key(Q), lane) then return end
   local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   local current = redis.call('ZSCORE', lim.lanes_key(Q), lane)
   local turn = current and offset_of_score(current) or redis.call('INCR', Q.seq)
   redis.call('ZADD', lim.lanes_key(Q), score_text(ready_score(priority_of_score(head[2]), turn)), lane)
+end
+
+-- lim.unlane(Q, lane, id): a message leaves its lane (handed out, or found no longer ready).
+function lim.unlane(Q, lane, id)
+  redis.call('ZREM', lim.lane_key(Q, lane), id)
+  redis.call('ZREM', lim.limited_key(Q), id)
 end
 
 -- lim.live_slots(P, key): the holders of a slot set whose lease still holds (others, left
@@ -182,4 +191,15 @@ function lim.release(Q, id, meta, token)
       end
     end
   end
+end
+
+-- lim.forget_lanes(Q): drop every lane of a queue (nothing of it is ready any more).
+function lim.forget_lanes(Q)
+  for _, index in ipairs({lim.lanes_key(Q), lim.blocked_key(Q)}) do
+    for _, lane in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+      redis.call('DEL', lim.lane_key(Q, lane))
+    end
+    redis.call('DEL', index)
+  end
+  redis.call('DEL', lim.limited_key(Q))
 end
