@@ -1,6 +1,7 @@
 """Publishing a task under limits: its message carries the limits and its key in the
 ``tq_limits`` header, as stored in the broker; a key that cannot be computed is named
-in ``tq_limit_error`` (and logged), for the transport to refuse the message."""
+in ``tq_limit_error`` (and logged), and the transport refuses the message: apply_async
+raises LimitKeyError and nothing is stored."""
 
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ def stored_headers(app: Celery, queue: str = "celery") -> dict[str, Any]:
         assert simple.qsize() == 0
         simple.close()
         return dict(message.headers)
+
+
+def stored_count(app: Celery, queue: str = "celery") -> int:
+    with Connection(app.conf.broker_url) as conn:
+        simple = conn.SimpleQueue(queue)
+        try:
+            return int(simple.qsize())
+        finally:
+            simple.close()
 
 
 def tenant_of(args: Any, kwargs: Any) -> str:
@@ -155,11 +165,14 @@ def test_a_republished_message_gets_its_limits_computed_again(app: Celery) -> No
 def test_a_key_that_cannot_be_computed_is_logged_and_named_in_the_message_for_the_transport(
     app: Celery, task: str, problem: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="tq_celery_ext.limits.keys"):
+    with (
+        caplog.at_level(logging.ERROR, logger="tq_celery_ext.limits.keys"),
+        pytest.raises(LimitKeyError) as refused,
+    ):
         app.tasks[task].apply_async(["s3cret"] if task == "pub.long" else [])
-    headers = stored_headers(app)
-    assert LIMITS_HEADER not in headers
-    assert headers[LIMIT_ERROR_HEADER].startswith(f"task {task!r}: {problem}")
+    assert str(refused.value).startswith(f"task {task!r}: {problem}")
+    assert "s3cret" not in str(refused.value)
+    assert stored_count(app) == 0
     assert caplog.text.count(f"task {task!r}: {problem}") == 1  # once, by its own app
     assert "s3cret" not in caplog.text  # (arguments may hold secrets: never logged)
 
@@ -195,9 +208,9 @@ def test_the_transport_reads_back_the_limits_a_published_message_carries(app: Ce
 def test_a_message_whose_key_could_not_be_computed_is_refused_with_the_publishers_reason(
     app: Celery,
 ) -> None:
-    app.tasks["pub.broken"].delay()
     with pytest.raises(LimitKeyError, match="^task 'pub.broken': its tq_limit_key raised"):
-        limit_tags(stored_headers(app))
+        app.tasks["pub.broken"].delay()
+    assert stored_count(app) == 0
 
 
 def test_a_message_without_limit_headers_is_under_no_limit() -> None:

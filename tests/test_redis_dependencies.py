@@ -329,8 +329,8 @@ def test_completion_records_and_settled_edges_expire_after_the_record_ttl(
 def test_an_enqueue_many_refused_by_the_script_stores_nothing(store: RedisStore) -> None:
     # Given a batch whose last message names a queue outside KEYS
     keys = store.keys.group("alpha")
-    good = [1, "m1", b"x", 5, "", "auto", "t", "task-1", "", "dead", "", 1, "p"]
-    bad = [2, "m2", b"x", 5, "", "auto", "t", "task-2", "", "dead", "", 0]
+    good = [1, "m1", b"x", 5, "", "auto", "t", "task-1", "", "", "dead", "", 1, "p"]
+    bad = [2, "m2", b"x", 5, "", "auto", "t", "task-2", "", "", "dead", "", 0]
     # When the script runs
     with pytest.raises(StoreError, match="names no queue"):
         store._run("enqueue_many", keys, [60_000, 2, *good, *bad])

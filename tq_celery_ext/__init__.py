@@ -8,7 +8,11 @@ What it adds:
   is kept in tq's dead-letter store with its traceback, with or without ``acks_late``,
   so it can be inspected and replayed (``celery -A app tq dlq``);
 - task dependencies: ``apply_async(..., depends_on=[r1, r2])`` and whole graphs
-  published atomically (:func:`graph`), released by the broker as parents succeed.
+  published atomically (:func:`graph`), released by the broker as parents succeed;
+- cluster-wide rate and concurrency limits, per key and fair, applied by the broker
+  (``tq_rate_limits``, ``tq_concurrency_limits``, task options ``tq_rate_limit``,
+  ``tq_concurrency_limit``, ``tq_limit_key``), changed at run time with
+  :func:`limits_of` (``tq_celery_ext.limits`` is the package that implements them).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from typing import Any
 from .dead_letters import FailureRecorder
 from .dependencies import DependencyRecorder
 from .graph import Graph, graph
+from .limits import LimitControl, limits_of
 from .limits import connect as connect_limits
 
-__all__ = ["Graph", "graph", "install"]
+__all__ = ["Graph", "LimitControl", "graph", "install", "limits_of"]
 
 
 def install(app: Any) -> FailureRecorder:

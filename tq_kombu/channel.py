@@ -24,6 +24,7 @@ from . import batch as tq_batch
 from . import dependencies as tq_dependencies
 from . import options as tq_options
 from .envelope import Envelope, EnvelopeError
+from .limit_headers import limit_tags
 from .priority import DEFAULT_PRIORITY, MAX_PRIORITY, normalize_priority
 from .queue_lifetime import lifetime_of, message_ttl_seconds
 from .store import Store
@@ -178,6 +179,7 @@ class Channel(virtual.Channel):
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         properties = message["properties"]
         headers = message.get("headers") or {}
+        limits = limit_tags(headers)  # LimitKeyError: refused before anything is stored
         message_id = properties.get("delivery_tag") or uuid.uuid4().hex
         new = NewMessage(
             message_id=message_id,
@@ -187,6 +189,7 @@ class Channel(virtual.Channel):
             task_name=str(headers.get("task") or ""),
             task_id=str(headers.get("id") or ""),
             ttl_seconds=message_ttl_seconds(properties),
+            limits=limits,
             **tq_dependencies.store_fields(headers, time.time()),
         )
         batch = tq_batch.current()

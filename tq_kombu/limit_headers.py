@@ -10,29 +10,26 @@ it names a tenant or a resource, never a secret.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import LimitKeyError
+from .store.contract.limits import KINDS, MAX_KEY_CHARS, MAX_NAME_CHARS
+from .store.model import LimitTag
+
+__all__ = [
+    "KINDS",
+    "LIMITS_HEADER",
+    "LIMIT_ERROR_HEADER",
+    "MAX_KEY_CHARS",
+    "MAX_NAME_CHARS",
+    "LimitTag",
+    "limit_tags",
+]
 
 #: ``[{"kind": "rate" | "concurrency", "name": ..., "key": ...}, ...]``
 LIMITS_HEADER = "tq_limits"
 #: Why the publisher could not compute the limits (the message must not be stored).
 LIMIT_ERROR_HEADER = "tq_limit_error"
-#: The kinds of limit.
-KINDS = ("rate", "concurrency")
-#: Longest limit name and longest key.
-MAX_NAME_CHARS = 200
-MAX_KEY_CHARS = 200
-
-
-@dataclass(frozen=True)
-class LimitTag:
-    """One limit a message is under, and its key there ("" = one key for all)."""
-
-    kind: str
-    name: str
-    key: str
 
 
 def limit_tags(headers: Mapping[str, Any]) -> tuple[LimitTag, ...]:

@@ -8,6 +8,7 @@ from tq_kombu.errors import ConfigurationError, MessageNotFound
 
 from .dependencies import describe_dependencies
 from .group import tq
+from .limits import limit_rows, limit_table
 from .output import (
     EXIT_NOT_FOUND,
     Command,
@@ -30,9 +31,11 @@ from .output import (
 @json_option
 @click.pass_context
 def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
-    """Per queue: ready (by priority), delayed, waiting, in flight, dead, oldest ready age."""
+    """Per queue: ready (by priority), delayed, waiting, in flight, dead, oldest ready age;
+    then each limit (JSON: the queues only; `tq limits ls --json` has the limits)."""
     with admin_for(ctx) as admin:
         rows = [s.as_dict() for s in admin.stats(list(queues) or None)]
+        limits = [] if as_json else limit_rows(admin)
 
     def show() -> None:
         table(
@@ -60,6 +63,9 @@ def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
                 "oldest ready",
             ],
         )
+        if limits:
+            click.echo("")
+            limit_table(limits)
 
     emit(as_json, rows, show)
 

@@ -4,8 +4,10 @@ This package holds what does not depend on storage: rates and their parsing
 (:mod:`.rates`), the GCRA every store mirrors (:mod:`.gcra`), the concurrency and
 fairness models (:mod:`.concurrency`), an app's settings and tasks read into per-task
 plans (:mod:`.config`), each message's limits and key put in its headers at publish
-(:mod:`.keys`) and the check at worker start (:mod:`.startup`). How the stores will
-apply them is described in docs/architecture.md ("Limits: what the stores will do").
+(:mod:`.keys`), the check at worker start that then stores the app's limits
+(:mod:`.startup`, :mod:`.definitions`) and run-time changes (:mod:`.runtime`,
+``tq_celery_ext.limits_of(app)``). The store applies them at fetch (see
+:mod:`tq_kombu.store.contract.limits`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .config import AppLimits, Definitions, Kind, LimitRef, TaskPlan, app_limits
 from .gcra import Grant, decide, take
 from .keys import PublishTagger
 from .rates import Rate, parse_rate
+from .runtime import LimitControl, limits_of
 from .startup import StartupCheck
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "Grant",
     "Kind",
     "LimitKeyError",
+    "LimitControl",
     "LimitRef",
     "PublishTagger",
     "Rate",
@@ -37,6 +41,7 @@ __all__ = [
     "app_limits",
     "connect",
     "decide",
+    "limits_of",
     "parse_rate",
     "take",
 ]

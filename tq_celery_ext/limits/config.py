@@ -86,7 +86,7 @@ def read_definitions(conf: Any) -> Definitions:
         for name, value in _setting(conf, RATE_SETTING).items()
     }
     concurrency = {
-        name: _concurrency(value, f"{CONCURRENCY_SETTING}[{name!r}]")
+        name: checked_concurrency(value, f"{CONCURRENCY_SETTING}[{name!r}]")
         for name, value in _setting(conf, CONCURRENCY_SETTING).items()
     }
     return Definitions(rates, concurrency)
@@ -115,7 +115,7 @@ def _setting(conf: Any, setting: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _concurrency(value: object, setting: str) -> int:
+def checked_concurrency(value: object, setting: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENCY:
         raise ConfigurationError(
             f"{setting} = {value!r} is not a concurrency: give how many may run at once, "

@@ -33,6 +33,7 @@ from ..store import Store, open_store
 from ..store.model import DeadLetter, MessageInfo, NewMessage, QueueCounts, State
 from ..urls import store_url
 from .dependencies import DependencyAdmin, DependencyGraph, GraphNode
+from .limits import LimitAdmin
 from .records import (
     decode_body,
     envelope_header,
@@ -48,6 +49,7 @@ __all__ = [
     "Admin",
     "DependencyGraph",
     "GraphNode",
+    "LimitAdmin",
     "QueueStats",
     "UnknownQueue",
     "decode_body",
@@ -91,7 +93,7 @@ class QueueStats:
         return asdict(self)
 
 
-class Admin(DependencyAdmin):
+class Admin(DependencyAdmin, LimitAdmin):
     """One method per administrative operation, on the store behind a tq broker.
 
     ``queues`` are the queues the app declares: always listed, even when empty. Any

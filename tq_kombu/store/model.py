@@ -48,6 +48,16 @@ class DeadReason(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class LimitTag:
+    """One limit a message starts under, and its key there ("" = one key for all)."""
+
+    #: "rate" or "concurrency".
+    kind: str
+    name: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
 class NewMessage:
     """A message to enqueue. Only ``payload`` may hold anything secret."""
 
@@ -69,6 +79,8 @@ class NewMessage:
     #: Unix time after which a message still waiting on parents goes dead
     #: (``dependency_timeout``); None = it waits for ever.
     dependency_deadline: float | None = None
+    #: The cluster-wide limits it starts under (see :mod:`tq_kombu.store.contract.limits`).
+    limits: tuple[LimitTag, ...] = ()
     #: Seconds after which it must never be handed out (AMQP ``expiration``); None = never.
     ttl_seconds: float | None = None
 
@@ -238,3 +250,42 @@ class DependencyInfo:
     children: list[DependencyLink] = field(default_factory=list)
     on_parent_failure: str = "dead"
     dependency_deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class LimitDefinition:
+    """A named limit as the store keeps it; times in whole microseconds."""
+
+    name: str
+    #: "rate" (GCRA: ``interval_us`` = the period over the count, ``tolerance_us`` =
+    #: burst x interval) or "concurrency" (``slots`` running at once).
+    kind: str
+    interval_us: int = 0
+    tolerance_us: int = 0
+    slots: int = 0
+    #: "settings" (written by workers from the app's settings) or "runtime" (set by an
+    #: operator; settings never overwrite it until it is removed).
+    origin: str = "settings"
+
+
+@dataclass(frozen=True)
+class LimitKeyStatus:
+    """One key of a limit: what waits on it and what it holds."""
+
+    key: str
+    #: Ready messages under this limit and key (handed out when it admits them).
+    waiting: int = 0
+    #: Concurrency: leases holding a slot now.
+    running: int = 0
+    #: Rate: the earliest Unix time (seconds) the next start may happen; None = now.
+    next_start: float | None = None
+
+
+@dataclass(frozen=True)
+class LimitStatus:
+    definition: LimitDefinition
+    keys: list[LimitKeyStatus] = field(default_factory=list)
+    #: Starts under this limit (all keys) in the last ``window_seconds`` (rate: its period;
+    #: concurrency: 60 s).
+    recent_starts: int = 0
+    window_seconds: float = 60.0

@@ -10,6 +10,7 @@ Administration     cancel, set priority, release, purge         admin, CLI
 Routing            bindings, queue lifetimes                    the transport
 Workers            heartbeats                                   extension, CLI
 Dependencies       enqueue many, complete, dependency info      extension, admin
+Limits             define, set, remove, status of limits        extension, admin, CLI
 =================  ===========================================  =======================
 
 Each public method checks its input once, for every store (priority 0..255,
@@ -27,6 +28,7 @@ from .dead_letters import DeadLetters
 from .dependencies import Dependencies
 from .hot_path import PROMOTE_LIMIT, SKIP_SCAN_LIMIT, HotPath
 from .inspection import Inspection
+from .limits import Limits
 from .routing import Routing
 from .workers import Workers
 
@@ -38,13 +40,16 @@ __all__ = [
     "Dependencies",
     "HotPath",
     "Inspection",
+    "Limits",
     "Routing",
     "Store",
     "Workers",
 ]
 
 
-class Store(HotPath, DeadLetters, Inspection, Administration, Routing, Workers, Dependencies):
+class Store(
+    HotPath, DeadLetters, Inspection, Administration, Routing, Workers, Dependencies, Limits
+):
     """Storage behind the tq transport: every slice of the contract."""
 
     #: kombu ``driver_type`` reported by transports on this store.

@@ -95,6 +95,13 @@ def checked_message(message: Any) -> NewMessage:
         checked_seconds(message.ttl_seconds, "ttl_seconds", allow_zero=True)
     if message.depends_on or message.dependency_deadline is not None:
         checked_dependencies(message)
+    if message.limits:
+        from .limits import checked_tag
+
+        if not isinstance(message.limits, tuple):
+            raise ConfigurationError(f"limits must be a tuple of LimitTag, got {message.limits!r}")
+        for tag in message.limits:
+            checked_tag(tag)
     priority = normalize_priority(message.priority)
     if priority == message.priority and isinstance(message.payload, bytes):
         return message

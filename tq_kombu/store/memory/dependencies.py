@@ -49,6 +49,7 @@ class MemoryDependencies(MemoryState):
             message.task_id, eta=message.eta, created_at=now,
         )  # fmt: skip
         record = Record(info, message.payload, next(self._seq))
+        record.limits = tuple(sorted(set(message.limits), key=lambda t: (t.name, t.kind, t.key)))
         ttls = [] if message.ttl_seconds is None else [message.ttl_seconds]
         lifetime = self._lifetimes.get(queue)
         if lifetime is not None and lifetime[0].message_ttl_seconds is not None:

@@ -15,10 +15,11 @@ from ..model import (
     State,
 )
 from .dependencies import MemoryDependencies
+from .limits import MemoryLimits, Picker
 from .records import EXPIRED_DETAIL, QUEUED, Record, order_of
 
 
-class MemoryHotPath(MemoryDependencies):
+class MemoryHotPath(MemoryLimits, MemoryDependencies):
     """The HotPath hooks."""
 
     def _enqueue(self, queue: str, message: NewMessage) -> None:
@@ -60,23 +61,25 @@ class MemoryHotPath(MemoryDependencies):
             self._expire_messages(queues, now)
             self._sweep_deadlines(queues, now)
             self._settle_deaths(now)
-            ready = sorted(
-                (r for q in queues for r in self._eligible(q, skip)), key=order_of(State.READY)
-            )
+            picker = Picker(self, queues, skip, now)
             deliveries: list[Delivery] = []
-            for record in ready:
-                if len(deliveries) >= max_count:
+            while len(deliveries) < max_count:
+                record = picker.next()
+                if record is None:
                     break
                 queue, message_id = record.info.queue, record.info.message_id
                 count_ = record.info.delivery_count + 1
+                if lease_seconds is not None and count_ > max_deliveries:
+                    self._set(record, delivery_count=count_)
+                    detail = f"handed out {count_ - 1} times without being acknowledged"
+                    self._kill(queue, record, DeadLetter(DeadReason.MAX_DELIVERIES, detail), now)
+                    continue
+                if record.limits and not picker.admit(record):
+                    continue
                 self._set(record, delivery_count=count_)
                 if lease_seconds is None:
                     del self._messages[queue][message_id]
                     lease = Lease(queue, message_id, "")
-                elif count_ > max_deliveries:
-                    detail = f"handed out {count_ - 1} times without being acknowledged"
-                    self._kill(queue, record, DeadLetter(DeadReason.MAX_DELIVERIES, detail), now)
-                    continue
                 else:
                     self._set(record, state=State.INFLIGHT)
                     record.lease_token = f"{consumer_id}:{count_}"
@@ -88,7 +91,7 @@ class MemoryHotPath(MemoryDependencies):
                     )
                 )
             self._settle_deaths(now)  # parents set aside here (max_deliveries)
-            more = any(self._eligible(q, skip) for q in queues)
+            more = self._startable_any([r for q in queues for r in self._eligible(q, skip)], now)
             return FetchResult(deliveries, more, self._next_due(queues))
 
     def _eligible(self, queue: str, skip: set[str]) -> list[Record]:
@@ -138,18 +141,18 @@ class MemoryHotPath(MemoryDependencies):
         ]
         deadline = self._next_deadline(queues)
         times += [] if deadline is None else [deadline]
+        wake = self._limit_wake(queues, self.clock())
+        times += [] if wake is None else [wake]
         return min(times) if times else None
 
     def _work_available(self, queues: list[str], now: float) -> bool:
         deadline = self._next_deadline(queues)
         if deadline is not None and deadline <= now:
             return True  # a fetch must set a message aside as timed out
-        return any(
-            r.state == State.READY
-            or (r.state in (State.DELAYED, State.INFLIGHT) and r.due_at() <= now)
-            for q in queues
-            for r in self._messages.get(q, {}).values()
-        )
+        records = [r for q in queues for r in self._messages.get(q, {}).values()]
+        if any(r.state in (State.DELAYED, State.INFLIGHT) and r.due_at() <= now for r in records):
+            return True
+        return self._startable_any([r for r in records if r.state == State.READY], now)
 
     def _wait(self, queues: list[str], timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
@@ -177,9 +180,12 @@ class MemoryHotPath(MemoryDependencies):
 
     def _ack(self, lease: Lease) -> bool:
         with self._changed:
-            if self._held(lease) is None:
+            record = self._held(lease)
+            if record is None:
                 return False
             del self._messages[lease.queue][lease.message_id]
+            if record.limits:  # a concurrency slot freed: wake waiting consumers
+                self._changed.notify_all()
             return True
 
     def _release(self, lease: Lease) -> bool:
@@ -199,4 +205,6 @@ class MemoryHotPath(MemoryDependencies):
                 now = self.clock()
                 self._kill(lease.queue, record, dead, now)
                 self._settle_deaths(now)
+                if record.limits:  # a concurrency slot freed: wake waiting consumers
+                    self._changed.notify_all()
             return record is not None

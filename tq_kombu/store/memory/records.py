@@ -8,7 +8,17 @@ from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any
 
-from ..model import Binding, DeadLetter, Lease, MessageInfo, QueueLifetime, RetentionPolicy, State
+from ..model import (
+    Binding,
+    DeadLetter,
+    Lease,
+    LimitDefinition,
+    LimitTag,
+    MessageInfo,
+    QueueLifetime,
+    RetentionPolicy,
+    State,
+)
 
 #: States of a message that is queued (not handed out, not dead).
 QUEUED = (State.READY, State.DELAYED, State.WAITING)
@@ -43,6 +53,8 @@ class Record:
     expires_at: float | None = None
     #: Set for a message published with ``depends_on``.
     deps: Waits | None = None
+    #: The limits it starts under (sorted: its lane within the queue), or ().
+    limits: tuple[LimitTag, ...] = ()
 
     @property
     def state(self) -> State:
@@ -89,6 +101,13 @@ class MemoryState:
         #: (task id, detail) of messages that died since the last settling of deaths
         self._deaths: list[tuple[str, str]] = []
         self._next_purge = 0.0
+        #: limit name -> definition; (name, key) -> GCRA TAT (microseconds)
+        self._limit_defs: dict[str, LimitDefinition] = {}
+        self._tats: dict[tuple[str, str], int] = {}
+        #: (queue, limits) -> turn: the counter value when the lane was last served
+        self._lane_turns: dict[tuple[str, tuple[LimitTag, ...]], int] = {}
+        #: limit name -> {whole Unix second: starts in it}
+        self._starts: dict[str, dict[int, int]] = {}
 
     # -- records ----------------------------------------------------------
     def _queue(self, queue: str) -> dict[str, Record]:

@@ -2,7 +2,7 @@
 
 One module per slice of the contract (:mod:`.hot_path`, :mod:`.dead_letters`,
 :mod:`.inspection`, :mod:`.administration`, :mod:`.routing`, :mod:`.workers`,
-:mod:`.dependencies`), all over
+:mod:`.dependencies`, :mod:`.limits`), all over
 one client (:mod:`.client`); key names in :mod:`.keys`; the blocking wait in
 :mod:`.waiting`. Atomic operations are Lua commands in ``lua/`` (one per file, with its
 KEYS/ARGV header) built from the snippets of ``lua/includes/`` by :mod:`.scripts`.
@@ -25,6 +25,7 @@ from .dependencies import RedisDependencies
 from .hot_path import RedisHotPath
 from .inspection import RedisInspection
 from .keys import QUEUE_KEYS, SCORE_SPAN, prefix_in_keys
+from .limits import RedisLimits
 from .routing import RedisRouting
 from .waiting import SocketWaiter
 from .workers import RedisWorkers
@@ -47,6 +48,7 @@ class RedisStore(
     RedisAdministration,
     RedisRouting,
     RedisWorkers,
+    RedisLimits,
     Store,
 ):
     """Messages in per-queue sorted sets and hashes (see :data:`.keys.QUEUE_KEYS`)."""

@@ -29,5 +29,9 @@ class RedisAdministration(RedisShared, Administration):
 
     def _delete_queue(self, queue: str) -> None:
         with translated():
-            self.client.delete(*self.keys.group(queue))
+            indexes = self.keys.lanes(queue)
+            lanes = {lane for index in indexes for lane in self.client.zrange(index, 0, -1)}
+            lane_keys = [self.keys.lane(queue, lane.decode()) for lane in lanes]
+            limited = self.keys.limited(queue)
+            self.client.delete(*self.keys.group(queue), *indexes, limited, *lane_keys)
             self.client.zrem(self.keys.expiring_queues, queue)

@@ -80,6 +80,8 @@ class RedisShared:
     retention: RetentionPolicy
     #: How long completion records live (the Dependencies slice's option).
     dependency_record_ttl_seconds: float
+    #: Queues seen holding limited messages: their fetches pass the limits key.
+    limited_queues: set[str]
 
     def _setup(self, client: redis.Redis, key_prefix: str, retention: RetentionPolicy) -> None:
         self.client = client
@@ -87,6 +89,7 @@ class RedisShared:
         self.scripts = Scripts(client)
         self.caller = ScriptCaller(client)
         self.retention = retention
+        self.limited_queues = set()
 
     @property
     def key_prefix(self) -> str:

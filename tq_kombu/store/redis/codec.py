@@ -10,12 +10,13 @@ import base64
 import json
 from typing import Any
 
-from ..model import DeadLetter, MessageInfo, NewMessage, State
+from ..model import DeadLetter, LimitTag, MessageInfo, NewMessage, State
 
 __all__ = [
     "CORRUPT_META",
     "dead_args",
     "dependency_args",
+    "lane_of",
     "describe",
     "message_args",
     "ms_or_empty",
@@ -33,7 +34,7 @@ def ms_or_empty(timestamp: float | None) -> str:
 
 def message_args(message: NewMessage) -> list[Any]:
     """What enqueue.lua (and each message of enqueue_many.lua) takes first: id, payload,
-    priority, eta, target, task name, task id, own time to live."""
+    priority, eta, target, task name, task id, own time to live, limits (lane id)."""
     return [
         message.message_id,
         message.payload,
@@ -43,7 +44,17 @@ def message_args(message: NewMessage) -> list[Any]:
         message.task_name,
         message.task_id,
         "" if message.ttl_seconds is None else max(int(message.ttl_seconds * 1000), 0),
+        lane_of(message.limits),
     ]
+
+
+def lane_of(limits: tuple[LimitTag, ...]) -> str:
+    """A message's limits as the Redis store indexes them: its lane id (JSON
+    ``[[kind, name, key], ...]``), or "" for a message without limits."""
+    if not limits:
+        return ""
+    tags = sorted({(t.kind, t.name, t.key) for t in limits})
+    return json.dumps([list(t) for t in tags], separators=(",", ":"))
 
 
 def dependency_args(message: NewMessage) -> list[Any]:

@@ -43,9 +43,29 @@ class RedisHotPath(RedisShared, HotPath):
         return self._fetch_script(queues, [max_count, "", 0, 1], [])
 
     def _fetch_script(self, queues: list[str], args: list[Any], skip: list[str]) -> FetchResult:
+        """fetch.lua, with the limits key once a queue is known to hold limited messages
+        (learnt when the script stops at one and answers more_ready 2)."""
+        limiting = not self.limited_queues.isdisjoint(queues)
+        first, stopped = self._fetch_once(queues, args, skip, limiting)
+        if not stopped:
+            return first
+        self.limited_queues.update(queues)
+        wanted = int(args[0]) - len(first.deliveries)
+        if wanted <= 0:
+            return FetchResult(first.deliveries, True, first.next_due)
+        again, _ = self._fetch_once(queues, [wanted, *args[1:]], skip, True)
+        deliveries = [*first.deliveries, *again.deliveries]
+        return FetchResult(deliveries, again.more_ready, again.next_due)
+
+    def _fetch_once(
+        self, queues: list[str], args: list[Any], skip: list[str], limiting: bool
+    ) -> tuple[FetchResult, bool]:
+        """One fetch.lua call, and whether it stopped at a limited message."""
         keys: list[str] = []
         for queue in queues:
             keys += self.keys.group(queue)
+        if limiting:
+            keys.append(self.keys.limits("defs"))
         retention = [*self._retention_args(), self._record_ttl_ms()]
         reply = self._run("fetch", keys, [*args, *retention, *skip])
         deliveries = []
@@ -55,7 +75,7 @@ class RedisHotPath(RedisShared, HotPath):
             created = int(created_ms) / 1000 if int(created_ms) else None
             deliveries.append(Delivery(lease, payload, int(priority), int(count), created))
         next_due = None if int(reply[1]) < 0 else int(reply[1]) / 1000
-        return FetchResult(deliveries, bool(reply[0]), next_due)
+        return FetchResult(deliveries, bool(reply[0]), next_due), int(reply[0]) == 2
 
     def marker_keys(self, queues: list[str]) -> list[str]:
         """The keys a consumer blocks on (BZPOPMIN) to learn that ``queues`` changed."""

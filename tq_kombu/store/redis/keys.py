@@ -142,6 +142,33 @@ class KeyNames:
             keys = self._subsets[(queue, name)] = [by_part[p] for p in KEY_SUBSETS[name]]
         return keys
 
+    def limits(self, part: str, name: str = "", key: str | None = None) -> str:
+        """A key of the limits keyspace ``{<prefix>:limits}`` (see lua/includes/limits):
+        ``defs``; ``waiters:<name>``, ``starts:<name>``; ``tat`` and ``slots`` of a name
+        and key (``<part>:<len(name)>:<name>:<key>``)."""
+        base = "{" + f"{self.prefix}:limits" + "}:"
+        if key is not None:
+            return f"{base}{part}:{len(name)}:{name}:{key}"
+        return f"{base}{part}:{name}" if name else f"{base}{part}"
+
+    def lanes(self, queue: str) -> tuple[str, str]:
+        """A queue's lane indexes (eligible, blocked) under its hash tag; each lane
+        ``<id>`` they hold is the zset :meth:`lane`."""
+        tag = "{" + f"{self.prefix}:{queue}" + "}:"
+        return f"{tag}lanes", f"{tag}blocked"
+
+    def limited(self, queue: str) -> str:
+        """The zset of the ids in every lane of a queue."""
+        return "{" + f"{self.prefix}:{queue}" + "}:limited"
+
+    def lane(self, queue: str, lane: str) -> str:
+        """The zset of one lane's ready messages."""
+        return "{" + f"{self.prefix}:{queue}" + "}:lane:" + lane
+
+    def lane_pattern(self) -> str:
+        """A SCAN pattern matching the lane zsets of every queue."""
+        return _glob_escape(self._meta_head) + "*}:lane:*"
+
     def bindings(self, exchange: str) -> str:
         """The bindings of an exchange (hash: JSON [routing key, pattern, queue] -> expiry)."""
         return f"{self.prefix}:bindings:{exchange}"

@@ -38,6 +38,10 @@ CONSTANTS: dict[str, int] = {
     "DEPENDENCY_RECORD_TTL_MS": int(DEPENDENCY_RECORD_TTL_SECONDS * 1000),
     #: Most pending parents the detail of a dependency_timeout names.
     "NAMED_PARENTS": NAMED_PARENTS,
+    #: The wake time of a lane held back by a concurrency limit: none, until a slot frees.
+    "LANE_PARKED_SCORE": 2**52,
+    #: How long (s) the per-second start counters of a limit are kept.
+    "LIMIT_STARTS_KEPT_S": 3600,
 }
 
 _INCLUDE = re.compile(r"""^--\s*@include\s+["']([\w-]+)["']\s*$""")

@@ -6,10 +6,12 @@
 --@include "ack_keys"
 --@include "meta"
 --@include "forget"
+--@include "limits"
 local Q = ack_keys()
 local id, token = ARGV[1], ARGV[2]
 -- unreadable metadata: left to expire; the next fetch sets it aside as corrupt
 local meta = decode_meta(redis.call('HGET', Q.meta, id))
 if not meta or meta.l ~= token or redis.call('ZREM', Q.inflight, id) == 0 then return 0 end
+lim.release(Q, id, meta, token) -- a limited message frees its slots
 forget(Q, id, meta)
 return 1

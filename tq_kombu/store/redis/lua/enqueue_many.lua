@@ -2,10 +2,10 @@
 -- every argument is read and checked before anything is written.
 -- KEYS: one group per queue (see includes/queue_keys); messages with parents also reach
 --       their parents' dependency keys (built from the prefix, see includes/cascade)
--- ARGV[1] completion record TTL in ms, ARGV[2] how many messages, then per message 12
+-- ARGV[1] completion record TTL in ms, ARGV[2] how many messages, then per message 13
 -- fields and its parents: queue (1-based group), id, payload, priority, eta in ms or "",
 -- target ("auto" or "waiting"), task name, task id, own time to live in ms or "",
--- on parent failure ("dead" or "run"), dependency deadline in ms or "", parent count,
+-- limits as a lane id or "" (see includes/limits), on parent failure ("dead" or "run"), dependency deadline in ms or "", parent count,
 -- then that many parent task ids
 -- Returns the state each message was stored in ("exists" when its queue already held it).
 --@include "queue_keys"
@@ -31,20 +31,20 @@ for n = 1, count do
     q = q, id = ARGV[at + 1], body = ARGV[at + 2],
     p = optional_number(ARGV[at + 3], 'a priority'), e = optional_number(ARGV[at + 4], 'an eta'),
     hold = ARGV[at + 5] == 'waiting', t = ARGV[at + 6], i = ARGV[at + 7],
-    ttl = optional_number(ARGV[at + 8], 'a time to live'),
+    ttl = optional_number(ARGV[at + 8], 'a time to live'), lm = ARGV[at + 9],
   }
-  if not (m.id and m.body and m.p and m.t and m.i) then
+  if not (m.id and m.body and m.p and m.t and m.i and m.lm) then
     error('enqueue_many: message ' .. n .. ' lacks a field')
   end
-  local nparents = optional_number(ARGV[at + 11], 'a parent count') or 0
+  local nparents = optional_number(ARGV[at + 12], 'a parent count') or 0
   if nparents > 0 then
-    m.dp = {unpack(ARGV, at + 12, at + 11 + nparents)}
+    m.dp = {unpack(ARGV, at + 13, at + 12 + nparents)}
     if #m.dp ~= nparents then error('enqueue_many: message ' .. n .. ' lacks parents') end
-    if ARGV[at + 9] == 'run' then m.pf = 'run' end
-    m.dl = optional_number(ARGV[at + 10], 'a deadline')
+    if ARGV[at + 10] == 'run' then m.pf = 'run' end
+    m.dl = optional_number(ARGV[at + 11], 'a deadline')
   end
   messages[n] = m
-  at = at + 12 + nparents
+  at = at + 13 + nparents
 end
 if at ~= #ARGV + 1 then error('enqueue_many: ' .. (#ARGV + 1 - at) .. ' arguments left over') end
 

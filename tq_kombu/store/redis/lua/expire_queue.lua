@@ -1,5 +1,5 @@
 -- expire_queue: delete one self-expiring queue whose deadline has passed, with every
--- message it holds in any state and its lifetime record.
+-- message it holds in any state, its lanes (see includes/limits) and its lifetime record.
 -- KEYS: the queue's group (see includes/queue_keys), then the store's index of
 --       self-expiring queues (see declare_queue.lua)
 -- ARGV[1] queue name
@@ -7,6 +7,7 @@
 -- or false when the queue was declared again in time (then nothing changes).
 --@include "queue_keys"
 --@include "now_ms"
+--@include "limits"
 local Q = queue_keys(1)
 local index = KEYS[QUEUE_KEY_COUNT + 1]
 local deadline = tonumber(redis.call('HGET', Q.lifetime, 'deadline') or '')
@@ -16,5 +17,6 @@ if deadline and deadline > now_ms() then
 end
 local exchanges = redis.call('SMEMBERS', Q.exchanges)
 redis.call('ZREM', index, ARGV[1])
+lim.forget_lanes(Q)
 redis.call('DEL', unpack(KEYS, 1, QUEUE_KEY_COUNT))
 return exchanges

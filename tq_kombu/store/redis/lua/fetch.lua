@@ -3,7 +3,9 @@
 -- and messages past their time to live go (see includes/promote). A message whose metadata
 -- cannot be read goes to dead with reason "corrupt" (never dropped); whenever messages of
 -- a queue die here, its dead letters are trimmed to the retention policy.
--- KEYS: one group per queue (see includes/queue_keys), in the order of the queues
+-- KEYS: one group per queue (see includes/queue_keys), in the order of the queues, then
+-- the limit definitions key ({<prefix>:limits}:defs) when the caller knows that a fetched
+-- queue holds limited messages (see includes/limits): only then are lanes looked at
 -- ARGV[1] max count, ARGV[2] consumer id, ARGV[3] lease in ms, or 0 to take the messages
 -- instead (no-ack consumers: removed from the store, no lease), ARGV[4] max deliveries,
 -- ARGV[5] dead letters kept for (ms), ARGV[6] most dead letters kept per queue,
@@ -12,7 +14,12 @@
 -- Waiting messages past their dependency deadline go dead (dependency_timeout) like the
 -- expired ones; what waits on a message that dies here follows it, in whatever queue
 -- (keys built from the prefix: see includes/cascade).
--- Returns {more_ready 0|1, next_due_ms or -1, how many were set aside as dead, then per
+-- Limited messages: without the definitions key, the fetch stops at the first one it
+-- would hand out and answers more_ready 2 ("fetch again with the limits key"); with it,
+-- a queue's candidates are its best plain ready message and the head of its first
+-- eligible lane that every limit admits (lanes refused are blocked, at most
+-- SKIP_SCAN_LIMIT per queue), and next_due covers the wake times of blocked lanes.
+-- Returns {more_ready 0|1|2, next_due_ms or -1, how many were set aside as dead, then per
 --          delivery: queue index (0-based), id, payload, priority, delivery count, lease
 --          token, first-seen time in ms (0 when unknown)}
 --@include "queue_keys"
@@ -27,10 +34,13 @@
 --@include "retention"
 --@include "deadlines"
 --@include "cascade_retention"
+--@include "limits"
 local SKIP_SCAN_LIMIT = @SKIP_SCAN_LIMIT@
 local SCAN_WINDOW = 100
 local now = now_ms()
-local nqueues = #KEYS / QUEUE_KEY_COUNT
+local nqueues = math.floor(#KEYS / QUEUE_KEY_COUNT)
+local limiting = #KEYS % QUEUE_KEY_COUNT == 1
+local now_us = limiting and lim.now_us() or 0
 local max_count = tonumber(ARGV[1])
 local consumer = ARGV[2]
 local lease_ms = tonumber(ARGV[3])
@@ -55,14 +65,22 @@ for q = 1, nqueues do
   local timed_out
   timed_out, deadlines[q] = time_out_waiting(Q, now)
   died[q] = died[q] + timed_out
+  if limiting then
+    -- lanes whose wake time has come are eligible again
+    for _, lane in ipairs(redis.call('ZRANGEBYSCORE', lim.blocked_key(Q), '-inf', now, 'LIMIT', 0, PROMOTE_LIMIT)) do
+      redis.call('ZREM', lim.blocked_key(Q), lane)
+      lim.place(Q, lane)
+    end
+  end
 end
 -- what waited on the messages set aside follows them (see includes/cascade)
 settle_deaths(now)
 
--- 2. the best ready candidate of a queue: {id, score} or nil
-local function candidate(q)
+-- 2. the best ready candidate of a queue: {id, score} or nil for a plain message,
+-- {id, score, lane, plan} for a limited one
+local function plain_candidate(q)
   local ready = queues[q].ready
-  if not skipping then
+  if not skipping and not limiting then
     local top = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
     if #top == 0 then return nil end
     return {top[1], top[2]}
@@ -71,12 +89,59 @@ local function candidate(q)
     local last = math.min(offset + SCAN_WINDOW, SKIP_SCAN_LIMIT) - 1
     local window = redis.call('ZRANGE', ready, offset, last, 'WITHSCORES')
     if #window == 0 then return nil end
+    local in_lane = {}
+    if limiting then
+      local ids = {}
+      for j = 1, #window, 2 do ids[#ids + 1] = window[j] end
+      in_lane = redis.call('ZMSCORE', lim.limited_key(queues[q]), unpack(ids))
+    end
     for j = 1, #window, 2 do
-      local meta = load_meta(queues[q], window[j])
-      if not (meta and skip[meta.t]) then return {window[j], window[j + 1]} end
+      if not in_lane[(j + 1) / 2] then
+        if not skipping then return {window[j], window[j + 1]} end
+        local meta = load_meta(queues[q], window[j])
+        if not (meta and (skip[meta.t] or (limiting and meta.lm))) then return {window[j], window[j + 1]} end
+      end
     end
   end
   return nil
+end
+
+-- the head of the first eligible lane that every limit admits now (lanes refused are
+-- blocked; ids no longer ready are dropped from their lane)
+local function lane_candidate(q)
+  local Q = queues[q]
+  local lanes, offset = lim.lanes_key(Q), 0
+  for _ = 1, SKIP_SCAN_LIMIT do
+    local first = redis.call('ZRANGE', lanes, offset, offset)
+    if #first == 0 then return nil end
+    local lane = first[1]
+    local head = redis.call('ZRANGE', lim.lane_key(Q, lane), 0, 0)
+    local score = #head > 0 and redis.call('ZSCORE', Q.ready, head[1])
+    if #head == 0 then
+      redis.call('ZREM', lanes, lane)
+    elseif not score then
+      lim.unlane(Q, lane, head[1])
+      lim.place(Q, lane)
+    elseif skipping and skip[(load_meta(Q, head[1]) or {}).t] then
+      offset = offset + 1
+    else
+      local admitted, plan, names = lim.check(Q, lane, now_us)
+      if admitted then return {head[1], score, lane, plan} end
+      lim.block(Q, lane, plan, names)
+    end
+  end
+  return nil
+end
+
+local function candidate(q)
+  local plain = plain_candidate(q)
+  if not limiting then return plain end
+  local limited = lane_candidate(q)
+  if plain and limited then
+    if tonumber(limited[2]) < tonumber(plain[2]) then return limited end
+    return plain
+  end
+  return plain or limited
 end
 
 local candidates = {}
@@ -92,15 +157,41 @@ while delivered < max_count do
     end
   end
   if best == nil then break end
-  local Q, id = queues[best], candidates[best][1]
-  ready_remove(Q, id, candidates[best][2])
+  local Q, id, lane = queues[best], candidates[best][1], candidates[best][3]
   local meta, why, kept = load_meta(Q, id)
-  if not meta then
+  local plan = candidates[best][4]
+  if meta and meta.lm and not limiting then
+    out[1] = 2 -- a limited message: the caller fetches again with the limits key
+    break
+  end
+  if meta and type(meta.lm) == 'string' and not lane then
+    -- a limited message outside its lane (never expected): indexed there, not handed out
+    lim.put(Q, meta.lm, id, candidates[best][2])
+    plan = nil
+    lane = meta.lm
+  elseif lane then
+    -- an earlier hand-out of this fetch may have used what the check saw
+    local admitted, wake_ms, names = lim.check(Q, lane, now_us)
+    if admitted then
+      plan = wake_ms
+      lim.unlane(Q, lane, id)
+      lim.place(Q, lane)
+    else
+      lim.block(Q, lane, wake_ms, names)
+      plan = nil
+    end
+  end
+  if lane and not plan then
+    -- held back: nothing handed out
+  elseif not meta then
+    ready_remove(Q, id, candidates[best][2])
     bury_corrupt(Q, id, why, kept, now)
     died[best] = died[best] + 1
   else
+    ready_remove(Q, id, candidates[best][2])
     meta.n = (meta.n or 0) + 1
     if taking then
+      if lane then lim.start(Q, id, '', plan, now_us) end
       local body = redis.call('HGET', Q.bodies, id)
       for _, v in ipairs({best - 1, id, body or '', meta.p, meta.n, '', meta.c or 0}) do
         out[#out + 1] = v
@@ -113,6 +204,7 @@ while delivered < max_count do
       died[best] = died[best] + 1
     else
       meta.l = consumer .. ':' .. meta.n
+      if lane then lim.start(Q, id, meta.l, plan, now_us) end
       redis.call('ZADD', Q.inflight, now + lease_ms, id)
       local body = redis.call('HGET', Q.bodies, id)
       for _, v in ipairs({best - 1, id, body or '', meta.p, meta.n, meta.l, meta.c or 0}) do
@@ -139,8 +231,12 @@ for q = 1, nqueues do
     trim_dead(Q, now, kept_ms, max_kept)
   end
   if candidates[q] then
-    out[1] = 1
+    if out[1] == 0 then out[1] = 1 end
     wake(Q)
+  elseif limiting then
+    -- only held-back messages left: a wake from before this fetch is spent (a consumer
+    -- blocked on the marker would have taken it), so waiters sleep until a slot frees
+    redis.call('DEL', Q.marker)
   end
   for _, set in ipairs({Q.delayed, Q.inflight}) do
     local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
@@ -149,6 +245,12 @@ for q = 1, nqueues do
     end
   end
   if deadlines[q] and (next_due == nil or deadlines[q] < next_due) then next_due = deadlines[q] end
+  if limiting then
+    local first = redis.call('ZRANGE', lim.blocked_key(Q), 0, 0, 'WITHSCORES')
+    if #first > 0 and tonumber(first[2]) < lim.PARKED and (next_due == nil or tonumber(first[2]) < next_due) then
+      next_due = tonumber(first[2])
+    end
+  end
 end
 trim_cascaded(now, kept_ms, max_kept)
 if next_due then out[2] = next_due end

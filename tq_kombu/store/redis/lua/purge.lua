@@ -9,6 +9,7 @@
 --@include "meta"
 --@include "forget"
 --@include "cascade"
+--@include "limits"
 local Q = queue_keys(1)
 local set = Q[ARGV[1]]
 local ids = redis.call('ZRANGE', set, 0, -1)
@@ -26,5 +27,6 @@ if ARGV[1] == 'ready' then
   local version = redis.call('HGET', Q.counts, 'v')
   redis.call('DEL', Q.counts, Q.ages)
   if version then redis.call('HSET', Q.counts, 'v', version) end
+  lim.forget_lanes(Q)
 end
 return #ids

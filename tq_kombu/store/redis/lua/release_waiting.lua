@@ -25,7 +25,7 @@ local now = now_ms()
 if type(meta.e) == 'number' and meta.e > now then
   redis.call('ZADD', Q.delayed, meta.e, id)
 else
-  ready_add(Q, id, meta.p, tonumber(meta.c) or now)
+  ready_add(Q, id, meta.p, tonumber(meta.c) or now, meta)
 end
 wake(Q)
 return 1

@@ -30,7 +30,7 @@ if ARGV[2] ~= '' then meta.p = tonumber(ARGV[2]) end
 meta.n, meta.l, meta.r, meta.x, meta.f, meta.h, meta.d, meta.a = 0, nil, nil, nil, nil, nil, nil, nil
 if type(meta.dp) == 'table' then detach(prefix_of(S), S, id, meta) end -- runs as it is
 meta.fp = nil
-ready_add(T, id, meta.p, tonumber(meta.c) or now_ms())
+ready_add(T, id, meta.p, tonumber(meta.c) or now_ms(), meta)
 save_meta(T, id, meta)
 redis.call('HSET', T.bodies, id, body or '')
 index_task(T, meta.i, id)

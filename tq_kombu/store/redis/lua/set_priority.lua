@@ -20,6 +20,6 @@ meta.p = priority
 save_meta(Q, id, meta)
 if score then
   ready_remove(Q, id, score)
-  ready_put(Q, id, priority, offset_of_score(score), tonumber(meta.c) or now_ms())
+  ready_put(Q, id, priority, offset_of_score(score), tonumber(meta.c) or now_ms(), meta)
 end
 return 1

@@ -23,6 +23,7 @@ local action, id, token = ARGV[1], ARGV[2], ARGV[3]
 local meta = decode_meta(redis.call('HGET', Q.meta, id))
 if not meta or meta.l ~= token or not redis.call('ZSCORE', Q.inflight, id) then return 0 end
 redis.call('ZREM', Q.inflight, id)
+lim.release(Q, id, meta, token)
 
 local now = now_ms()
 if action == 'bury' then
@@ -35,7 +36,7 @@ if action == 'bury' then
 else
   meta.l = nil
   save_meta(Q, id, meta)
-  ready_add(Q, id, tonumber(meta.p) or 0, tonumber(meta.c) or now)
+  ready_add(Q, id, tonumber(meta.p) or 0, tonumber(meta.c) or now, meta)
   wake(Q)
 end
 return 1

@@ -71,7 +71,7 @@ local function release_child(Q, id, meta, now)
   if type(meta.e) == 'number' and meta.e > now then
     redis.call('ZADD', Q.delayed, meta.e, id)
   else
-    ready_add(Q, id, tonumber(meta.p) or 0, tonumber(meta.c) or now)
+    ready_add(Q, id, tonumber(meta.p) or 0, tonumber(meta.c) or now, meta)
   end
   wake(Q)
 end

@@ -15,7 +15,7 @@ local function promote_due(Q, now)
     redis.call('ZREM', Q.delayed, id)
     local meta, why, kept = load_meta(Q, id)
     if meta then
-      ready_add(Q, id, meta.p, meta.c or now)
+      ready_add(Q, id, meta.p, meta.c or now, meta)
     else
       bury_corrupt(Q, id, why, kept, now)
       buried = buried + 1
@@ -31,9 +31,10 @@ local function reclaim_expired(Q, now)
     redis.call('ZREM', Q.inflight, id)
     local meta, why, kept = load_meta(Q, id)
     if meta then
+      lim.release(Q, id, meta, meta.l)
       meta.l = nil
       save_meta(Q, id, meta)
-      ready_add(Q, id, meta.p, meta.c or now)
+      ready_add(Q, id, meta.p, meta.c or now, meta)
     else
       bury_corrupt(Q, id, why, kept, now)
       buried = buried + 1

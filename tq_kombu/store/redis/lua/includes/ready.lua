@@ -1,17 +1,21 @@
 --@include "score"
+--@include "limits"
 -- The ready set and what is kept with it, always together: counts (hash: priority ->
 -- ready messages) and ages (zset: id -> ready_score(priority, first seen in ms)).
 
--- ready_put(Q, id, priority, seq, first_seen): make a message ready at sequence seq.
-local function ready_put(Q, id, priority, seq, first_seen)
-  redis.call('ZADD', Q.ready, score_text(ready_score(priority, seq)), id)
+-- ready_put(Q, id, priority, seq, first_seen[, meta]): make a message ready at sequence
+-- seq (and index it in its lane when meta names limits, see includes/limits).
+local function ready_put(Q, id, priority, seq, first_seen, meta)
+  local score = score_text(ready_score(priority, seq))
+  redis.call('ZADD', Q.ready, score, id)
+  if meta and type(meta.lm) == 'string' then lim.put(Q, meta.lm, id, score) end
   redis.call('ZADD', Q.ages, score_text(ready_score(priority, first_seen)), id)
   redis.call('HINCRBY', Q.counts, priority, 1)
 end
 
--- ready_add(Q, id, priority, first_seen): make a message ready, last of its level.
-local function ready_add(Q, id, priority, first_seen)
-  ready_put(Q, id, priority, redis.call('INCR', Q.seq), first_seen)
+-- ready_add(Q, id, priority, first_seen[, meta]): make a message ready, last of its level.
+local function ready_add(Q, id, priority, first_seen, meta)
+  ready_put(Q, id, priority, redis.call('INCR', Q.seq), first_seen, meta)
 end
 
 -- ready_remove(Q, id[, score]): take a message out of ready; returns its priority and

@@ -8,7 +8,7 @@
 --@include "dead"
 -- store_message(Q, now, m): store one message as enqueue.lua describes; m holds id, body,
 -- p (priority), e (eta ms or nil), hold (true: waiting for an operator), t (task name),
--- i (task id), ttl (ms or nil), and for a message with parents: dp (task ids), pf and dl.
+-- i (task id), ttl (ms or nil), lm (its limits' lane id or "", see includes/limits), and for a message with parents: dp (task ids), pf and dl.
 -- Returns the state it was stored in, or "exists".
 
 -- place_child(Q, id, meta, now): where a message with parents goes, by their records:
@@ -56,6 +56,7 @@ local function store_message(Q, now, m)
   if redis.call('HEXISTS', Q.meta, id) == 1 then return 'exists' end
   mark_layout(Q)
   local meta = {p = m.p, n = 0, t = m.t, i = m.i, c = now, e = m.e}
+  if m.lm and m.lm ~= '' then meta.lm = m.lm end
   local state = nil
   if m.dp then
     meta.dp, meta.pf, meta.dl = m.dp, m.pf, m.dl
@@ -75,7 +76,7 @@ local function store_message(Q, now, m)
     state = 'delayed'
     save_meta(Q, id, meta)
   else
-    ready_add(Q, id, meta.p, now)
+    ready_add(Q, id, meta.p, now, meta)
     wake(Q)
     state = 'ready'
     save_meta(Q, id, meta)

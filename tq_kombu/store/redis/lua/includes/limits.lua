@@ -1,0 +1,205 @@
+--@include "key_names"
+--@include "score"
+--@include "marker"
+-- Limits (see contract/limits.py): a message with limit tags keeps them in meta.lm (its
+-- lane id: the tags as JSON [[kind, name, key], ...]) and is indexed, while ready, in its
+-- lane as well as in the ready set. Under the queue's hash tag: lane:<lane id> (zset: ready
+-- ids by ready score), limited (zset: the ids of every lane, so a fetch looks past them
+-- cheaply; ids no longer ready may linger), lanes (zset: eligible lanes by head priority, then turn) and
+-- blocked (zset: lanes held back by a limit -> wake time in ms, or LANE_PARKED_SCORE until
+-- a slot frees or the definition changes). Under {<prefix>:limits}: defs (hash: name ->
+-- JSON {k kind, i interval_us, t tolerance_us, s slots, o origin}), tat:<n>:<name>:<key>
+-- (GCRA TAT in us, expiring at its value), slots:<n>:<name>:<key> (set of lease holders
+-- "<queue>\0<id>\0<token>"), waiters:<name> (set of "<queue>\0<lane>" blocked on it) and
+-- starts:<name> (hash: Unix second -> starts). <n> is the name's length.
+-- Every function is only reached for limited messages: plain ones pay nothing.
+local lim = {PARKED = @LANE_PARKED_SCORE@, STARTS_KEPT_S = @LIMIT_STARTS_KEPT_S@}
+
+function lim.queue_tag(Q) return string.sub(Q.meta, 1, -5) end
+function lim.lane_key(Q, lane) return lim.queue_tag(Q) .. 'lane:' .. lane end
+function lim.lanes_key(Q) return lim.queue_tag(Q) .. 'lanes' end
+function lim.blocked_key(Q) return lim.queue_tag(Q) .. 'blocked' end
+function lim.limited_key(Q) return lim.queue_tag(Q) .. 'limited' end
+function lim.base(P) return '{' .. P .. ':limits}:' end
+function lim.state_key(P, part, name, key)
+  return lim.base(P) .. part .. ':' .. #name .. ':' .. name .. ':' .. key
+end
+function lim.holder(Q, id, token) return queue_of(Q) .. '\0' .. id .. '\0' .. token end
+
+-- lim.tags(lane): the tags of a lane id, {} when unreadable
+function lim.tags(lane)
+  local ok, tags = pcall(cjson.decode, lane)
+  if ok and type(tags) == 'table' then return tags end
+  return {}
+end
+
+-- lim.definition(P, name, kind): the definition of a limit of that kind, or nil
+function lim.definition(P, name, kind)
+  local raw = redis.call('HGET', lim.base(P) .. 'defs', name)
+  if not raw then return nil end
+  local ok, d = pcall(cjson.decode, raw)
+  if ok and type(d) == 'table' and d.k == kind then return d end
+  return nil
+end
+
+-- lim.now_us(): the server's clock in whole microseconds
+function lim.now_us()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
+
+-- lim.place(Q, lane): index a lane among the eligible ones by its head's priority, at
+-- the back of that priority (a new turn); an empty lane is dropped.
+function lim.place(Q, lane)
+  local head = redis.call('ZRANGE', lim.lane_key(Q, lane), 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    redis.call('ZREM', lim.lanes_key(Q), lane)
+    return
+  end
+  local turn = redis.call('INCR', Q.seq)
+  redis.call('ZADD', lim.lanes_key(Q), score_text(ready_score(priority_of_score(head[2]), turn)), lane)
+end
+
+-- lim.put(Q, lane, id, score): a message of the lane became ready with that ready score.
+function lim.put(Q, lane, id, score)
+  local key = lim.lane_key(Q, lane)
+  redis.call('ZADD', key, score, id)
+  redis.call('ZADD', lim.limited_key(Q), score, id)
+  if redis.call('ZSCORE', lim.blocked_key(Q), lane) then return end
+  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local current = redis.call('ZSCORE', lim.lanes_key(Q), lane)
+  local turn = current and offset_of_score(current) or redis.call('INCR', Q.seq)
+  redis.call('ZADD', lim.lanes_key(Q), score_text(ready_score(priority_of_score(head[2]), turn)), lane)
+end
+
+-- lim.unlane(Q, lane, id): a message leaves its lane (handed out, or found no longer ready).
+function lim.unlane(Q, lane, id)
+  redis.call('ZREM', lim.lane_key(Q, lane), id)
+  redis.call('ZREM', lim.limited_key(Q), id)
+end
+
+-- lim.live_slots(P, key): the holders of a slot set whose lease still holds (others, left
+-- by a message deleted while leased, are dropped); returns how many remain.
+function lim.live_slots(P, key)
+  for _, holder in ipairs(redis.call('SMEMBERS', key)) do
+    local queue, rest = split_edge(holder)
+    local id, token = split_edge(rest)
+    local H = keys_of_queue(P, queue)
+    local ok, meta = pcall(cjson.decode, redis.call('HGET', H.meta, id) or 'null')
+    if not (ok and type(meta) == 'table' and meta.l == token and redis.call('ZSCORE', H.inflight, id)) then
+      redis.call('SREM', key, holder)
+    end
+  end
+  return redis.call('SCARD', key)
+end
+
+-- lim.check(Q, lane, now_us): whether every limit of the lane admits one start now.
+-- Returns true and the plan (what to write when it starts), or false, the wake time in ms
+-- (LANE_PARKED_SCORE when a concurrency limit refused) and the refusing names.
+function lim.check(Q, lane, now_us)
+  local P = prefix_of(Q)
+  local plan, refused, wake_us, parked = {}, {}, 0, false
+  for _, tag in ipairs(lim.tags(lane)) do
+    local kind, name, key = tag[1], tag[2], tag[3]
+    local d = type(name) == 'string' and type(key) == 'string' and lim.definition(P, name, kind)
+    if d and kind == 'rate' then
+      local tat_key = lim.state_key(P, 'tat', name, key)
+      local tat = tonumber(redis.call('GET', tat_key) or '')
+      local base = (tat and tat > now_us) and tat or now_us
+      if base - d.t > now_us then
+        refused[#refused + 1] = name
+        if base - d.t > wake_us then wake_us = base - d.t end
+      else
+        plan[#plan + 1] = {'rate', tat_key, base + d.i, name}
+      end
+    elseif d and kind == 'concurrency' then
+      local slot_key = lim.state_key(P, 'slots', name, key)
+      if redis.call('SCARD', slot_key) >= d.s and lim.live_slots(P, slot_key) >= d.s then
+        refused[#refused + 1] = name
+        parked = true
+      else
+        plan[#plan + 1] = {'slot', slot_key, 0, name}
+      end
+    end
+  end
+  if #refused == 0 then return true, plan end
+  if parked then return false, lim.PARKED, refused end
+  return false, math.floor((wake_us + 999) / 1000), refused
+end
+
+-- lim.block(Q, lane, wake_ms, names): hold a lane back until wake_ms, or until a slot or a
+-- definition of one of names changes.
+function lim.block(Q, lane, wake_ms, names)
+  local P = prefix_of(Q)
+  redis.call('ZREM', lim.lanes_key(Q), lane)
+  redis.call('ZADD', lim.blocked_key(Q), wake_ms, lane)
+  for _, name in ipairs(names) do
+    redis.call('SADD', lim.base(P) .. 'waiters:' .. name, edge_of(queue_of(Q), lane))
+  end
+end
+
+-- lim.start(Q, id, token, plan, now_us): write a start: new TATs, slots (token "" = taken
+-- without a lease: no slot), the per-second start counters.
+function lim.start(Q, id, token, plan, now_us)
+  local P = prefix_of(Q)
+  local second = math.floor(now_us / 1000000)
+  local counted = {}
+  for _, step in ipairs(plan) do
+    if step[1] == 'rate' then
+      redis.call('SET', step[2], string.format('%.0f', step[3]), 'PXAT', math.floor((step[3] + 999) / 1000))
+    elseif token ~= '' then
+      redis.call('SADD', step[2], lim.holder(Q, id, token))
+    end
+    if not counted[step[4]] then
+      counted[step[4]] = true
+      local starts = lim.base(P) .. 'starts:' .. step[4]
+      redis.call('HINCRBY', starts, second, 1)
+      redis.call('EXPIRE', starts, lim.STARTS_KEPT_S)
+      if redis.call('HLEN', starts) > lim.STARTS_KEPT_S then
+        for _, field in ipairs(redis.call('HKEYS', starts)) do
+          if tonumber(field) < second - lim.STARTS_KEPT_S then redis.call('HDEL', starts, field) end
+        end
+      end
+    end
+  end
+end
+
+-- lim.wake_waiters(P, name): lanes blocked on a limit become due now, their consumers woken.
+function lim.wake_waiters(P, name)
+  local waiters = lim.base(P) .. 'waiters:' .. name
+  for _, member in ipairs(redis.call('SMEMBERS', waiters)) do
+    local queue, lane = split_edge(member)
+    local W = keys_of_queue(P, queue)
+    if redis.call('ZSCORE', lim.blocked_key(W), lane) then
+      redis.call('ZADD', lim.blocked_key(W), 0, lane)
+      wake(W)
+    end
+  end
+  redis.call('DEL', waiters)
+end
+
+-- lim.release(Q, id, meta, token): a lease of a limited message ended (settled or
+-- expired): free its slots and wake the lanes waiting on them. Nothing for a plain one.
+function lim.release(Q, id, meta, token)
+  if type(meta.lm) ~= 'string' or not token then return end
+  local P = prefix_of(Q)
+  local holder = lim.holder(Q, id, token)
+  for _, tag in ipairs(lim.tags(meta.lm)) do
+    if tag[1] == 'concurrency' and type(tag[2]) == 'string' and type(tag[3]) == 'string' then
+      if redis.call('SREM', lim.state_key(P, 'slots', tag[2], tag[3]), holder) == 1 then
+        lim.wake_waiters(P, tag[2])
+      end
+    end
+  end
+end
+
+-- lim.forget_lanes(Q): drop every lane of a queue (nothing of it is ready any more).
+function lim.forget_lanes(Q)
+  for _, index in ipairs({lim.lanes_key(Q), lim.blocked_key(Q)}) do
+    for _, lane in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+      redis.call('DEL', lim.lane_key(Q, lane))
+    end
+    redis.call('DEL', index)
+  end
+  redis.call('DEL', lim.limited_key(Q))
+end
