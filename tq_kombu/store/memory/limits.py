@@ -170,9 +170,9 @@ class MemoryLimits(MemoryState):
             counts[second] = counts.get(second, 0) + 1
             for old in [s for s in counts if s < second - STARTS_KEPT_SECONDS]:
                 del counts[old]
-        for tag in record.limits if running is not None else ():
+        for tag in record.limits:
             definition = self._limit_defs.get(tag.name)
-            if definition is not None and definition.kind == "concurrency":
+            if running is not None and definition is not None and definition.kind == "concurrency":
                 running[(tag.name, tag.key)] += 1
         self._lane_turns[(record.info.queue, record.limits)] = next(self._seq)
 
