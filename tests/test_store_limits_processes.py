@@ -1,12 +1,14 @@
-"""A concurrency limit held across processes sharing one SQLite file: consumer
-processes fetching at once never hold more slots than the limit allows."""
+"""Limits on SQLite: consumer processes sharing one file never hold more concurrency
+slots than the limit allows, and a plain message pays (almost) nothing for limits."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tq_kombu.store import open_store
 from tq_kombu.store.model import LimitDefinition, LimitTag, NewMessage, QueueCounts
@@ -102,3 +104,30 @@ def test_processes_sharing_a_sqlite_file_never_hold_more_slots_than_the_limit(
     assert max_overlap([(got, done) for _, got, done in held]) <= SLOTS
     assert store.counts(Q) == QueueCounts()
     store.close()
+
+
+def test_a_plain_message_on_sqlite_pays_one_lookup_of_lanes_per_fetch(tmp_path: Path) -> None:
+    from tq_kombu.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "q.db")
+    store.define_limits([LimitDefinition("heavy", "concurrency", slots=1)])
+    store.enqueue("other", NewMessage("held", b"x", 5, limits=(LimitTag("concurrency", "heavy"),)))
+    conn = store._conn()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        store.enqueue("plain", NewMessage("plain", b"x", 5))
+        enqueued = len(statements)
+        delivery = store.fetch(["plain"], 1, "c", 60.0, 5).deliveries[0]
+        fetched = len(statements)
+        assert store.ack(delivery.lease)
+    finally:
+        conn.set_trace_callback(None)
+    limit_tables = re.compile(
+        r"\b(lanes|limits|limit_state|limit_slots|limit_starts|limited_\w+)\b"
+    )
+    touching = [(n, sql) for n, sql in enumerate(statements) if limit_tables.search(sql)]
+    # enqueue and ack never touch them (nor fire their triggers); fetch asks once
+    # whether its queues have lanes
+    assert [n for n, _ in touching if n < enqueued or n >= fetched] == [], touching
+    assert len(touching) == 1, touching
