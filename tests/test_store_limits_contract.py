@@ -164,6 +164,7 @@ def test_a_freed_slot_wakes_a_waiting_consumer(store: Store) -> None:
     store.enqueue(Q, limited("m0", slot()))
     store.enqueue(Q, limited("m1", slot()))
     held = fetch(store, [Q]).deliveries[0]
+    assert fetch(store, [Q]).deliveries == []  # m1 held back
     # nothing spins: with only held-back messages a wait lasts its timeout
     started = time.monotonic()
     store.wait([Q], 0.6)
@@ -297,3 +298,16 @@ def test_limit_status_reports_waiting_and_running_per_key(store: Store) -> None:
     after = store.limit_status("heavy")
     assert after is not None
     assert {k.key: (k.waiting, k.running) for k in after.keys} == {"a": (3, 0)}
+
+
+def test_a_replayed_limited_message_is_still_limited_in_its_new_queue(store: Store) -> None:
+    store.define_limits([concurrency("heavy", 1)])
+    store.enqueue(Q, limited("m0", slot()))
+    store.enqueue(Q, limited("m1", slot()))
+    first = fetch(store, [Q]).deliveries[0]
+    assert store.bury(first.lease, DeadLetter(DeadReason.REJECTED, "test"))
+    second = fetch(store, [Q]).deliveries[0]
+    assert store.replay(Q, first.lease.message_id, to_queue="elsewhere")
+    assert fetch(store, ["elsewhere"]).deliveries == []  # the slot is taken
+    assert store.ack(second.lease)
+    assert ids(fetch(store, ["elsewhere"])) == [first.lease.message_id]

@@ -92,17 +92,17 @@ class MemoryLimits(MemoryState):
                         waiting[tag.key] += 1
                     elif definition.kind == "concurrency" and self._holds_slot(record, now):
                         running[tag.key] += 1
-            keys = set(waiting) | set(running)
-            if definition.kind == "rate":
-                keys |= {k for (n, k), tat in self._tats.items() if n == name and tat > now_us}
-            statuses = []
-            for key in sorted(keys):
-                next_start = None
-                if definition.kind == "rate":
+            next_starts: dict[str, float] = {}
+            for (limit, key), tat in self._tats.items():
+                if limit == name and definition.kind == "rate" and tat > now_us:
                     grant = self._rate_grant(definition, key, now_us)
                     if not grant.allowed:
-                        next_start = grant.next_start_us / 1_000_000
-                statuses.append(LimitKeyStatus(key, waiting[key], running[key], next_start))
+                        next_starts[key] = grant.next_start_us / 1_000_000
+            keys = set(waiting) | set(running) | set(next_starts)
+            statuses = [
+                LimitKeyStatus(key, waiting[key], running[key], next_starts.get(key))
+                for key in sorted(keys)
+            ]
             window = recent_window_seconds(definition)
             counts = self._starts.get(name, {})
             recent = sum(n for second, n in counts.items() if second >= int(now - window))
@@ -183,14 +183,17 @@ class MemoryLimits(MemoryState):
         return (-record.info.priority, max(record.seq, turn))
 
     def _limit_wake(self, queues: list[str], now: float) -> float | None:
-        """The earliest time a rate admits a ready limited message of ``queues``."""
+        """The earliest time a rate admits a ready limited message of ``queues`` (now,
+        if one is admitted already)."""
         now_us, running, wakes = to_us(now), None, []
         for queue in queues:
             for record in self._messages.get(queue, {}).values():
                 if record.limits and record.state == State.READY:
                     running = self._running(now) if running is None else running
                     verdict = self._verdict(record.limits, now_us, running)
-                    if not verdict.admitted and verdict.wake_us is not None:
+                    if verdict.admitted:  # came due since the fetch looked
+                        wakes.append(now)
+                    elif verdict.wake_us is not None:
                         wakes.append(verdict.wake_us / 1_000_000)
         return min(wakes) if wakes else None
 

@@ -23,6 +23,8 @@ module                 holds
 ``dependencies.py``    graphs stored at once, completions, the graph around a task
                        (``cascade.py``: its steps; ``publishing.py``: storing one
                        message, plain or dependent)
+``limits.py``          limit definitions and status (``lanes.py``: limits at
+                       fetch: lanes, GCRA state, concurrency slots)
 =====================  ==========================================================
 """
 
@@ -42,6 +44,7 @@ from .dead_letters import SQLiteDeadLetters
 from .dependencies import SQLiteDependencies
 from .hot_path import SQLiteHotPath
 from .inspection import SQLiteInspection
+from .limits import SQLiteLimits
 from .routing import SQLiteRouting
 from .schema import SCHEMA_VERSION
 from .waiter import SQLiteWaiting
@@ -65,6 +68,7 @@ class SQLiteStore(
     SQLiteRouting,
     SQLiteWorkers,
     SQLiteDependencies,
+    SQLiteLimits,
     Store,
 ):
     """A :class:`~tq_kombu.store.contract.Store` in one SQLite file (WAL mode)."""

@@ -10,6 +10,7 @@ from ..contract import DeadLetters
 from ..model import DeadLetter, NewMessage, RetentionPolicy, State
 from .cascade import drain_deaths, leave_graph, revive
 from .db import UsesDatabase
+from .lanes import note_lane
 from .rows import NEXT_SEQ, blob, take_seqs, trim_dead
 
 #: Dead messages replayed per transaction by ``replay_many`` (each message moves whole).
@@ -112,12 +113,14 @@ def _replay_one(
         "priority = COALESCE(?, priority), seq = ?, delivery_count = 0, "
         "dead_reason = NULL, dead_detail = NULL, dead_at = NULL, hostname = NULL, "
         "failure = NULL, attempts = NULL, lease_until = NULL, lease_token = NULL "
-        "WHERE queue = ? AND id = ? AND state = 'dead' RETURNING task_id",
+        "WHERE queue = ? AND id = ? AND state = 'dead' RETURNING task_id, lane",
         (target, priority, seq, queue, message_id),
     )
     row = cursor.fetchone()
     if row is None:
         return 0
+    if isinstance(row[1], str):
+        note_lane(conn, target, row[1])  # a limited message: its lane in the target queue
     leave_graph(conn, queue, message_id)  # a replayed dependent runs as it is
     if isinstance(row[0], str) and row[0]:
         revive(conn, row[0])  # the dependents its failure set aside wait again

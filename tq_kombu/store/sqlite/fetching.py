@@ -16,6 +16,7 @@ from typing import Any
 
 from ..contract import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
 from ..model import DeadReason, Delivery, Lease, RetentionPolicy
+from .lanes import LaneHead, LaneScan, lane_work
 from .rows import (
     QUEUED,
     UNKNOWN_STATES_SQL,
@@ -103,7 +104,7 @@ def expire_messages(
 
 _READY_SQL = (
     "SELECT priority, seq, id, delivery_count, rowid, task_name FROM messages "
-    "WHERE queue = ? AND state = 'ready' ORDER BY priority DESC, seq LIMIT ?"
+    "WHERE queue = ? AND state = 'ready' AND lane IS NULL ORDER BY priority DESC, seq LIMIT ?"
 )
 
 
@@ -128,9 +129,14 @@ def _ready_rows(
     return rows
 
 
-def more_ready(conn: sqlite3.Connection, queues: list[str], skip: list[str]) -> bool:
-    """Whether a ready message the next fetch could hand out is left in ``queues``."""
-    return any(_ready_rows(conn, queue, 1, skip) for queue in queues)
+def more_ready(
+    conn: sqlite3.Connection, queues: list[str], skip: list[str], now: float, limited: list[str]
+) -> bool:
+    """Whether a ready message the next fetch could hand out is left in ``queues``
+    (a plain one, or one in a lane that its limits do not hold back)."""
+    if any(_ready_rows(conn, queue, 1, skip) for queue in queues):
+        return True
+    return any(lane_work(conn, queue, now)[0] for queue in limited)
 
 
 @dataclass(frozen=True)
@@ -151,31 +157,53 @@ def lease_best(
     lessee: Lessee,
     skip: list[str],
     now: float,
+    limited: list[str],
 ) -> list[Delivery]:
     """Lease up to ``max_count`` ready messages, strictly by priority then seq across
-    ``queues``; a message over ``max_deliveries`` goes to dead instead."""
+    ``queues`` (lanes of the ``limited`` ones by priority then turn, when their limits
+    admit their head: see :mod:`.lanes`); a message over ``max_deliveries`` goes to
+    dead instead."""
     deliveries: list[Delivery] = []
+    lanes = LaneScan(limited)
     while len(deliveries) < max_count:
         wanted = max_count - len(deliveries)
-        candidates: list[tuple[int, int, str, str, int]] = []
+        candidates: list[tuple[tuple[int, int], tuple[int, int, str, str, int] | LaneHead]] = []
         buried = False
         for queue in queues:
             for row in _ready_rows(conn, queue, wanted, skip):
                 try:
-                    candidates.append(candidate(queue, row))
+                    plain = candidate(queue, row)
+                    candidates.append(((plain[0], plain[1]), plain))
                 except CorruptRow as exc:
                     bury_corrupt(conn, int(row[4]), str(exc), now)
                     trim_dead(conn, queue, lessee.retention)
                     buried = True
+        candidates += [(head.order, head) for head in lanes.heads(conn, now)]
         if not candidates:
             if buried:
                 continue
             break
-        candidates.sort()
-        for negative_priority, _, queue, message_id, delivered in candidates[:wanted]:
+        candidates.sort(key=lambda item: item[0])
+        handed = 0
+        for _, item in candidates:
+            if handed >= wanted:
+                break
+            if isinstance(item, LaneHead):
+                dies = lessee.lease_until is not None and item.delivered >= lessee.max_deliveries
+                if not lanes.admits(conn, item, dies, skip, now):
+                    continue
+                delivery = _hand_out(
+                    conn, item.queue, item.message_id, -item.order[0], item.delivered, lessee, now
+                )
+                if delivery is not None:
+                    lanes.started(conn, item, delivery, now)
+                    deliveries.append(delivery)
+                break  # the lane's head and turn changed: look again
+            negative_priority, _, queue, message_id, delivered = item
             delivery = _hand_out(
                 conn, queue, message_id, -negative_priority, delivered, lessee, now
             )
+            handed += 1
             if delivery is not None:
                 deliveries.append(delivery)
     return deliveries
@@ -243,11 +271,17 @@ _DUE_SQL = (  # "< ''": numbers only (see promote_due)
 )
 
 
-def next_due(conn: sqlite3.Connection, queues: list[str]) -> float | None:
+def next_due(
+    conn: sqlite3.Connection, queues: list[str], now: float, limited: list[str]
+) -> float | None:
     """The earliest time a delayed message comes due, a lease expires or a dependency
-    deadline passes in ``queues`` (one statement per queue)."""
+    deadline passes in ``queues`` (one statement per queue), or a lane its limits hold
+    back is looked at again."""
     times: list[float] = []
     for queue in queues:
         row = conn.execute(_DUE_SQL, (queue,)).fetchone()
         times.extend(float(value) for value in row or () if is_number(value))
+    for queue in limited:
+        wake = lane_work(conn, queue, now)[1]
+        times += [] if wake is None else [wake]
     return min(times) if times else None

@@ -17,6 +17,7 @@ from ..model import DeadLetter, FetchResult, Lease, NewMessage
 from .cascade import drain_deaths, sweep_deadlines
 from .db import UsesDatabase
 from .fetching import Lessee, expire_messages, lease_best, more_ready, next_due, promote_due
+from .lanes import limited_queues
 from .publishing import store_message
 from .rows import NEXT_SEQ, trim_dead
 
@@ -59,17 +60,19 @@ class SQLiteHotPath(UsesDatabase, HotPath):
         with self.db.write("fetch") as conn:
             promote_due(conn, queues, now)
             expire_messages(conn, queues, now, self.retention)
-            deliveries = lease_best(conn, queues, max_count, lessee, skip, now)
-            due = next_due(conn, queues)  # dependency deadlines included
+            limited = limited_queues(conn, queues)
+            deliveries = lease_best(conn, queues, max_count, lessee, skip, now, limited)
+            due = next_due(conn, queues, now, limited)  # dependency deadlines included
             if (
                 due is not None
                 and due <= now
                 and sweep_deadlines(conn, queues, now, self.retention)
             ):
-                due = next_due(conn, queues)
+                due = next_due(conn, queues, now, limited)
             # parents set aside here (expired, corrupt, max_deliveries, timed out)
             drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
-            return FetchResult(deliveries, more_ready(conn, queues, skip), due)
+            more = more_ready(conn, queues, skip, now, limited)
+            return FetchResult(deliveries, more, due)
 
     def _renew(self, leases: list[Lease], lease_seconds: float) -> list[Lease]:
         lost: list[Lease] = []

@@ -11,6 +11,7 @@ import sqlite3
 from ..contract.dependencies import failed_detail
 from ..model import DeadReason, NewMessage, State
 from .cascade import FAILED, PENDING, SATISFIED, kill, outcomes
+from .lanes import lane_of, note_lane
 from .rows import NEXT_SEQ
 
 __all__ = ["store_message"]
@@ -44,10 +45,11 @@ def _insert(
     if row is not None and row[0] is not None:
         ttls.append(float(row[0]))
     dependent = bool(message.depends_on)
+    lane = lane_of(message.limits)
     cursor = conn.execute(
         "INSERT OR IGNORE INTO messages (queue, id, state, priority, seq, eta, "
         "task_name, task_id, payload, created_at, expires_at, parents, on_parent_failure, "
-        f"dependency_deadline) VALUES (?, ?, ?, ?, {NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"dependency_deadline, lane) VALUES (?, ?, ?, ?, {NEXT_SEQ}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             queue,
             message.message_id,
@@ -62,9 +64,12 @@ def _insert(
             json.dumps(list(message.depends_on)) if dependent else None,
             message.on_parent_failure if dependent else None,
             message.dependency_deadline if dependent else None,
+            lane,
         ),
     )
     conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'seq'")
+    if lane is not None and cursor.rowcount > 0:
+        note_lane(conn, queue, lane)
     return cursor.rowcount > 0
 
 

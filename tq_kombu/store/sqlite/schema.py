@@ -17,7 +17,7 @@ from ...errors import StoreError
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Messages with a time to live (AMQP expiration, x-message-ttl), by expiry.
 _EXPIRY_INDEX = """
@@ -178,6 +178,68 @@ _SCHEMA_6 = (
     *_DEPENDENCY_TRIGGERS,
 )
 
+# -- schema 7: limits (see sqlite.lanes): a limited message's lane, definitions, GCRA
+# state, concurrency slots (held by lease tokens), start counts, lanes and their turns
+_LIMIT_TABLES = (
+    """
+    CREATE INDEX IF NOT EXISTS messages_by_lane
+        ON messages (queue, lane, state, priority DESC, seq) WHERE lane IS NOT NULL
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS limits (
+        name TEXT PRIMARY KEY, kind TEXT NOT NULL, interval_us INTEGER NOT NULL,
+        tolerance_us INTEGER NOT NULL, slots INTEGER NOT NULL, origin TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS limit_state (
+        name TEXT NOT NULL, key TEXT NOT NULL, tat_us INTEGER NOT NULL,
+        PRIMARY KEY (name, key)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS limit_slots (
+        name TEXT NOT NULL, key TEXT NOT NULL, queue TEXT NOT NULL, id TEXT NOT NULL,
+        token TEXT NOT NULL, PRIMARY KEY (name, key, queue, id)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS limit_slots_by_message ON limit_slots (queue, id)",
+    """
+    CREATE TABLE IF NOT EXISTS limit_starts (
+        name TEXT NOT NULL, second INTEGER NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (name, second)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS lanes (
+        queue TEXT NOT NULL, lane TEXT NOT NULL, turn INTEGER NOT NULL DEFAULT 0,
+        blocked_until REAL, waits_for_slot INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (queue, lane)
+    ) WITHOUT ROWID
+    """,
+    # a lease that ends in any way (settled, expired, purged) frees its slots and wakes
+    # the lanes waiting for a slot; a lane with no message left goes
+    """
+    CREATE TRIGGER IF NOT EXISTS limited_lease_ends AFTER UPDATE OF state ON messages
+    WHEN old.lane IS NOT NULL AND old.state = 'inflight' AND new.state IS NOT 'inflight'
+    BEGIN
+        DELETE FROM limit_slots WHERE queue = old.queue AND id = old.id;
+        UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0 WHERE waits_for_slot = 1;
+    END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS limited_message_goes AFTER DELETE ON messages
+    WHEN old.lane IS NOT NULL
+    BEGIN
+        DELETE FROM limit_slots WHERE queue = old.queue AND id = old.id;
+        UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0
+            WHERE old.state = 'inflight' AND waits_for_slot = 1;
+        DELETE FROM lanes WHERE queue = old.queue AND lane = old.lane AND NOT EXISTS
+            (SELECT 1 FROM messages WHERE queue = old.queue AND lane = old.lane);
+    END
+    """,
+)
+
 _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS messages (
@@ -204,6 +266,7 @@ _SCHEMA = (
         parents        TEXT,
         on_parent_failure TEXT,
         dependency_deadline REAL,
+        lane           TEXT,
         PRIMARY KEY (queue, id)
     )
     """,
@@ -254,6 +317,7 @@ _SCHEMA = (
     """,
     *_SCHEMA_5,
     *_SCHEMA_6,
+    *_LIMIT_TABLES,
 )
 
 #: Schema upgrades: from each version, the statements that lead to the next one.
@@ -266,6 +330,7 @@ _MIGRATIONS = {
     3: ("ALTER TABLE messages ADD COLUMN expires_at REAL", _EXPIRY_INDEX, _LIFETIMES_TABLE),
     4: _SCHEMA_5,
     5: (*_DEPENDENT_COLUMNS, *_SCHEMA_6),
+    6: ("ALTER TABLE messages ADD COLUMN lane TEXT", *_LIMIT_TABLES),
 }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ..waiting import ThreadWaiter, Waiter
 from .db import FORK_GUARD, UsesDatabase
+from .lanes import lane_work, limited_queues
 from .rows import is_number
 
 
@@ -71,10 +72,12 @@ class SQLiteWaiting(UsesDatabase):
         """Whether a message is ready in ``queues`` now, and the earliest time a delayed
         message comes due, a lease expires or a dependency deadline passes there."""
         due: list[float] = []
+        now = time.time()
         with self.db.read("wait") as conn:
             for queue in queues:
                 row = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready'),"
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready'"
+                    "  AND lane IS NULL),"
                     " (SELECT MIN(eta) FROM messages WHERE queue = ?1 AND state = 'delayed'),"
                     " (SELECT MIN(lease_until) FROM messages"
                     "  WHERE queue = ?1 AND state = 'inflight'),"
@@ -87,4 +90,9 @@ class SQLiteWaiting(UsesDatabase):
                 if row[0]:
                     return True, None
                 due.extend(float(value) for value in row[1:] if is_number(value))
+            for queue in limited_queues(conn, queues):
+                open_lane, wake = lane_work(conn, queue, now)
+                if open_lane:
+                    return True, None
+                due += [] if wake is None else [wake]
         return False, min(due) if due else None
