@@ -335,3 +335,22 @@ def test_a_fetch_looks_past_a_held_back_backlog_without_reading_its_messages(
     calls = command_calls(store.client)
     assert calls.get("cmdstat_hget", 0) < 20, "one metadata read per message looked past"
     assert calls.get("cmdstat_zmscore", 0) <= 20  # 9 windows, before and after the hand-out
+
+
+def test_a_lease_run_out_in_a_queue_nobody_fetches_frees_its_slot_at_its_deadline(
+    store: RedisStore,
+) -> None:
+    store.define_limits([ONE_SLOT])
+    store.enqueue("abandoned", limited("held", slot()))
+    store.enqueue(Q, limited("next", slot()))
+    (held,) = store.fetch(["abandoned"], 1, "gone", 0.5, 5).deliveries
+    result = store.fetch([Q], 1, "me", 60, 5)
+    assert result.deliveries == [] and result.next_due is not None
+    assert abs(result.next_due - (time.time() + 0.5)) < 0.3, "due when the lease runs out"
+    wait_for(lambda: time.time() > result.next_due, 2, "the lease to run out")  # type: ignore[operator]
+    assert fetched(store) == ["next"]
+    status = store.limit_status(ONE_SLOT.name)
+    assert status is not None and [(k.key, k.running) for k in status.keys] == [("A", 1)]
+    # a late settle of the run-out lease frees nothing that "next" holds
+    store.ack(held.lease)
+    assert fetched(store) == []

@@ -114,12 +114,13 @@ class RedisLimits(RedisShared, Limits):
                 yield _text(found)[len(head) :], self.client.get(found)
 
     def _holds(self, member: bytes) -> bool:
-        """Whether a slot holder's lease still holds (see includes/limits)."""
+        """Whether a slot holder's lease still holds and has not run out (see includes/limits)."""
         queue, rest = member.decode().split("\0", 1)
         message_id, token = rest.split("\0", 1)
         keys = self.keys.queue(queue)
         held = read_meta(self.client.hget(keys["meta"], message_id)).get("l") == token
-        return held and self.client.zscore(keys["inflight"], message_id) is not None
+        deadline_ms = self.client.zscore(keys["inflight"], message_id)
+        return held and deadline_ms is not None and deadline_ms > time.time() * 1000
 
     def _waiting_by_key(self, name: str) -> dict[str, int]:
         """Ready messages under ``name`` per key, from every queue's lanes."""

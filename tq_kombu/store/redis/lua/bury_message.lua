@@ -21,6 +21,7 @@
 --@include "retention"
 --@include "layout"
 --@include "cascade_retention"
+--@include "limits"
 local Q = queue_keys(1)
 local now = now_ms()
 local id = ARGV[1]
@@ -38,6 +39,7 @@ if raw then
     if redis.call('ZREM', set, id) == 1 then before = state end
   end
   meta = decode_meta(raw)
+  if meta and before == 'inflight' then lim.release(Q, id, meta, meta.l) end
 end
 if not meta and raw then
   -- held, but its metadata is unreadable: rebuilt from the arguments, payload kept

@@ -77,7 +77,9 @@ end
 settle_deaths(now)
 
 -- 2. the best ready candidate of a queue: {id, score} or nil for a plain message,
--- {id, score, lane, plan} for a limited one
+-- {id, score it competes at, lane, plan, ready score} for a limited one: a lane's head
+-- competes at its priority and the later of its sequence and the lane's turn, so lanes
+-- take turns with each other and with plain messages
 local function plain_candidate(q)
   local ready = queues[q].ready
   if not skipping and not limiting then
@@ -126,7 +128,11 @@ local function lane_candidate(q)
       offset = offset + 1
     else
       local admitted, plan, names = lim.check(Q, lane, now_us)
-      if admitted then return {head[1], score, lane, plan} end
+      if admitted then
+        local turn = offset_of_score(redis.call('ZSCORE', lanes, lane))
+        local at = ready_score(priority_of_score(score), math.max(offset_of_score(score), turn))
+        return {head[1], score_text(at), lane, plan, score}
+      end
       lim.block(Q, lane, plan, names)
     end
   end
@@ -181,14 +187,15 @@ while delivered < max_count do
       plan = nil
     end
   end
+  local ready_score_of = candidates[best][5] or candidates[best][2]
   if lane and not plan then
     -- held back: nothing handed out
   elseif not meta then
-    ready_remove(Q, id, candidates[best][2])
+    ready_remove(Q, id, ready_score_of)
     bury_corrupt(Q, id, why, kept, now)
     died[best] = died[best] + 1
   else
-    ready_remove(Q, id, candidates[best][2])
+    ready_remove(Q, id, ready_score_of)
     meta.n = (meta.n or 0) + 1
     if taking then
       if lane then lim.start(Q, id, '', plan, now_us) end

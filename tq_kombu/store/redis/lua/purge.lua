@@ -18,6 +18,7 @@ each_batch(ids, function(batch)
   for j, id in ipairs(batch) do
     local meta = decode_meta(raws[j])
     if meta and type(meta.dp) == 'table' then detach(prefix_of(Q), Q, id, meta) end
+    if meta and ARGV[1] == 'inflight' then lim.release(Q, id, meta, meta.l) end
     forget(Q, id, meta)
   end
 end)

@@ -6,9 +6,9 @@
 -- lane as well as in the ready set. Under the queue's hash tag: lane:<lane id> (zset: ready
 -- ids by ready score), limited (zset: the ids of every lane, so a fetch looks past them
 -- cheaply; ids no longer ready may linger), lanes (zset: eligible lanes by head priority, then turn) and
--- blocked (zset: lanes held back by a limit -> wake time in ms, or LANE_PARKED_SCORE until
--- a slot frees or the definition changes). Under {<prefix>:limits}: defs (hash: name ->
--- JSON {k kind, i interval_us, t tolerance_us, s slots, o origin}), tat:<n>:<name>:<key>
+-- blocked (zset: lanes held back by a limit -> the time in ms every refusing limit may
+-- admit them; a freed slot or a changed definition wakes them sooner). Under
+-- {<prefix>:limits}: defs (hash: name -> JSON {k kind, i interval_us, t tolerance_us, s slots, o origin}), tat:<n>:<name>:<key>
 -- (GCRA TAT in us, expiring at its value), slots:<n>:<name>:<key> (set of lease holders
 -- "<queue>\0<id>\0<token>"), waiters:<name> (set of "<queue>\0<lane>" blocked on it) and
 -- starts:<name> (hash: Unix second -> starts). <n> is the name's length.
@@ -33,12 +33,12 @@ function lim.tags(lane)
   return {}
 end
 
--- lim.definition(P, name, kind): the definition of a limit of that kind, or nil
-function lim.definition(P, name, kind)
+-- lim.definition(P, name): the definition of a limit (its kind decides, not the tag's), or nil
+function lim.definition(P, name)
   local raw = redis.call('HGET', lim.base(P) .. 'defs', name)
   if not raw then return nil end
   local ok, d = pcall(cjson.decode, raw)
-  if ok and type(d) == 'table' and d.k == kind then return d end
+  if ok and type(d) == 'table' then return d end
   return nil
 end
 
@@ -78,53 +78,61 @@ function lim.unlane(Q, lane, id)
   redis.call('ZREM', lim.limited_key(Q), id)
 end
 
--- lim.live_slots(P, key): the holders of a slot set whose lease still holds (others, left
--- by a message deleted while leased, are dropped); returns how many remain.
-function lim.live_slots(P, key)
+-- lim.live_slots(P, key, now): the holders of a slot set whose lease still holds (others,
+-- left by a message deleted while leased or a lease run out, are dropped); returns how
+-- many remain and the earliest of their lease deadlines (ms), when a slot frees at the latest.
+function lim.live_slots(P, key, now)
+  local earliest = lim.PARKED
   for _, holder in ipairs(redis.call('SMEMBERS', key)) do
     local queue, rest = split_edge(holder)
     local id, token = split_edge(rest)
     local H = keys_of_queue(P, queue)
     local ok, meta = pcall(cjson.decode, redis.call('HGET', H.meta, id) or 'null')
-    if not (ok and type(meta) == 'table' and meta.l == token and redis.call('ZSCORE', H.inflight, id)) then
+    local deadline = tonumber(redis.call('ZSCORE', H.inflight, id) or '')
+    if ok and type(meta) == 'table' and meta.l == token and deadline and deadline > now then
+      if deadline < earliest then earliest = deadline end
+    else
       redis.call('SREM', key, holder)
     end
   end
-  return redis.call('SCARD', key)
+  return redis.call('SCARD', key), earliest
 end
 
 -- lim.check(Q, lane, now_us): whether every limit of the lane admits one start now.
 -- Returns true and the plan (what to write when it starts), or false, the wake time in ms
--- (LANE_PARKED_SCORE when a concurrency limit refused) and the refusing names.
+-- (when every refusing limit may admit: a rate's next start, the first lease holding a
+-- slot running out; a release or a definition change wakes it sooner) and the refusing names.
 function lim.check(Q, lane, now_us)
   local P = prefix_of(Q)
-  local plan, refused, wake_us, parked = {}, {}, 0, false
+  local now_ms = math.floor(now_us / 1000)
+  local plan, refused, wake_ms = {}, {}, 0
   for _, tag in ipairs(lim.tags(lane)) do
-    local kind, name, key = tag[1], tag[2], tag[3]
-    local d = type(name) == 'string' and type(key) == 'string' and lim.definition(P, name, kind)
-    if d and kind == 'rate' then
+    local name, key = tag[2], tag[3]
+    local d = type(name) == 'string' and type(key) == 'string' and lim.definition(P, name)
+    if d and d.k == 'rate' then
       local tat_key = lim.state_key(P, 'tat', name, key)
       local tat = tonumber(redis.call('GET', tat_key) or '')
       local base = (tat and tat > now_us) and tat or now_us
       if base - d.t > now_us then
         refused[#refused + 1] = name
-        if base - d.t > wake_us then wake_us = base - d.t end
+        wake_ms = math.max(wake_ms, math.floor((base - d.t + 999) / 1000))
       else
         plan[#plan + 1] = {'rate', tat_key, base + d.i, name}
       end
-    elseif d and kind == 'concurrency' then
+    elseif d and d.k == 'concurrency' then
       local slot_key = lim.state_key(P, 'slots', name, key)
-      if redis.call('SCARD', slot_key) >= d.s and lim.live_slots(P, slot_key) >= d.s then
+      local held, frees = redis.call('SCARD', slot_key), nil
+      if held >= d.s then held, frees = lim.live_slots(P, slot_key, now_ms) end
+      if held >= d.s then
         refused[#refused + 1] = name
-        parked = true
+        wake_ms = math.max(wake_ms, frees)
       else
         plan[#plan + 1] = {'slot', slot_key, 0, name}
       end
     end
   end
   if #refused == 0 then return true, plan end
-  if parked then return false, lim.PARKED, refused end
-  return false, math.floor((wake_us + 999) / 1000), refused
+  return false, wake_ms, refused
 end
 
 -- lim.block(Q, lane, wake_ms, names): hold a lane back until wake_ms, or until a slot or a
@@ -185,7 +193,7 @@ function lim.release(Q, id, meta, token)
   local P = prefix_of(Q)
   local holder = lim.holder(Q, id, token)
   for _, tag in ipairs(lim.tags(meta.lm)) do
-    if tag[1] == 'concurrency' and type(tag[2]) == 'string' and type(tag[3]) == 'string' then
+    if type(tag[2]) == 'string' and type(tag[3]) == 'string' then
       if redis.call('SREM', lim.state_key(P, 'slots', tag[2], tag[3]), holder) == 1 then
         lim.wake_waiters(P, tag[2])
       end
