@@ -5,6 +5,7 @@ whole microseconds of Unix time), or nothing. To decide whether a task may start
 ``now``, with T the rate's emission interval and tau its tolerance
 (a rate's ``interval_us`` and ``tolerance_us``)::
 
+    TAT = min(TAT, now + T + tau)         (see below)
     base = max(TAT or now, now)
     allowed = base - tau <= now
     if allowed: TAT = base + T            (else the stored value does not change)
@@ -21,7 +22,10 @@ What this guarantees (``tests/test_limits_gcra.py`` checks it against a brute fo
 
 A stored TAT at or before ``now`` means the same as no value: a store may forget it
 from then on (expire the key at ``tat_us``). Changing a limit's rate keeps the stored
-TAT; the new T and tau apply from the next decision.
+TAT; the new T and tau apply from the next decision. Under one rate a stored TAT never
+exceeds ``now + T + tau``, so capping it there changes nothing, except after a rate
+was raised: an old, slower rate's TAT then waits at most one new interval, not up to
+one old period.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def take(
         raise ValueError(f"wanted must be >= 0, not {wanted}")
     if interval_us < 1:
         raise ValueError(f"interval_us must be >= 1, not {interval_us}")
+    if tat_us is not None:
+        tat_us = min(tat_us, now_us + interval_us + tolerance_us)
     base = now_us if tat_us is None else max(tat_us, now_us)
     earliest = base - tolerance_us
     if earliest > now_us or wanted == 0:

@@ -112,6 +112,8 @@ function lim.check(Q, lane, now_us)
     if d and d.k == 'rate' then
       local tat_key = lim.state_key(P, 'tat', name, key)
       local tat = tonumber(redis.call('GET', tat_key) or '')
+      -- a TAT beyond what this rate could produce is an older, slower rate's: cap it
+      if tat then tat = math.min(tat, now_us + d.i + d.t) end
       local base = (tat and tat > now_us) and tat or now_us
       if base - d.t > now_us then
         refused[#refused + 1] = name
