@@ -311,3 +311,19 @@ def test_a_replayed_limited_message_is_still_limited_in_its_new_queue(store: Sto
     assert fetch(store, ["elsewhere"]).deliveries == []  # the slot is taken
     assert store.ack(second.lease)
     assert ids(fetch(store, ["elsewhere"])) == [first.lease.message_id]
+
+
+def test_take_counts_rate_starts_and_needs_a_free_slot_but_holds_none(store: Store) -> None:
+    store.define_limits([concurrency("heavy", 1), rate("api", 10.0)])
+    for n in range(3):
+        store.enqueue(Q, limited(f"s{n}", slot()))
+        store.enqueue(Q, limited(f"r{n}", pace()))
+    taken = ids(store.take([Q], 10))
+    assert sorted(m for m in taken if m.startswith("r")) == ["r0"]
+    assert sorted(m for m in taken if m.startswith("s")) == ["s0", "s1", "s2"]
+    held = fetch(store, [Q]).deliveries
+    assert held == []  # the rate holds back r1 and r2
+    store.enqueue(Q, limited("s3", slot()))
+    store.enqueue(Q, limited("s4", slot()))
+    assert ids(fetch(store, [Q], 2)) == ["s3"]
+    assert store.take([Q], 2).deliveries == []  # its slot is taken

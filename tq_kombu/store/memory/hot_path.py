@@ -61,7 +61,7 @@ class MemoryHotPath(MemoryLimits, MemoryDependencies):
             self._expire_messages(queues, now)
             self._sweep_deadlines(queues, now)
             self._settle_deaths(now)
-            picker = Picker(self, queues, skip, now)
+            picker = Picker(self, queues, skip, now, lease_seconds is not None)
             deliveries: list[Delivery] = []
             while len(deliveries) < max_count:
                 record = picker.next()

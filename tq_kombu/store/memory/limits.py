@@ -159,9 +159,10 @@ class MemoryLimits(MemoryState):
         return verdict
 
     def _start(
-        self, record: Record, verdict: Verdict, running: Counter[tuple[str, str]], now: float
+        self, record: Record, verdict: Verdict, running: Counter[tuple[str, str]] | None, now: float
     ) -> None:
-        """Record one start of ``record`` that ``verdict`` admitted."""
+        """Record one start of ``record`` that ``verdict`` admitted (``running``: the
+        slots to count it in, None when it is taken without a lease)."""
         self._tats.update(verdict.tats)
         second = int(now)
         for name in {tag.name for tag in record.limits if tag.name in self._limit_defs}:
@@ -171,7 +172,7 @@ class MemoryLimits(MemoryState):
                 del counts[old]
         for tag in record.limits:
             definition = self._limit_defs.get(tag.name)
-            if definition is not None and definition.kind == "concurrency":
+            if running is not None and definition is not None and definition.kind == "concurrency":
                 running[(tag.name, tag.key)] += 1
         self._lane_turns[(record.info.queue, record.limits)] = next(self._seq)
 
@@ -212,8 +213,10 @@ class Picker:
     (priority, turn) (see the module doc); a lane its limits refuse is closed for the
     fetch, and after SKIP_SCAN_LIMIT refusals in a queue so are its other lanes."""
 
-    def __init__(self, store: MemoryLimits, queues: list[str], skip: set[str], now: float):
-        self.store, self.now, self.now_us = store, now, to_us(now)
+    def __init__(
+        self, store: MemoryLimits, queues: list[str], skip: set[str], now: float, leasing: bool
+    ):
+        self.store, self.now, self.now_us, self.leasing = store, now, to_us(now), leasing
         self.plain: list[Record] = []
         self.lanes: dict[tuple[str, tuple[LimitTag, ...]], list[Record]] = {}
         for queue in queues:
@@ -249,7 +252,7 @@ class Picker:
             self.running = self.store._running(self.now)
         verdict = self.store._verdict(record.limits, self.now_us, self.running)
         if verdict.admitted:
-            self.store._start(record, verdict, self.running, self.now)
+            self.store._start(record, verdict, self.running if self.leasing else None, self.now)
             return True
         queue = record.info.queue
         self.lanes.pop((queue, record.limits), None)

@@ -44,8 +44,12 @@ def lane_of(limits: Sequence[LimitTag]) -> str | None:
     return json.dumps(sorted({(t.kind, t.name, t.key) for t in limits}), separators=(",", ":"))
 
 
-def tags_of(lane: str) -> list[LimitTag]:
-    return [LimitTag(kind, name, key) for kind, name, key in json.loads(lane)]
+def tags_of(lane: object) -> list[LimitTag]:
+    """The tags of a lane; none for a value tq did not write (it then limits nothing)."""
+    try:
+        return [LimitTag(str(kind), str(name), str(key)) for kind, name, key in json.loads(lane)]  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
 
 
 def note_lane(conn: sqlite3.Connection, queue: str, lane: str) -> None:
