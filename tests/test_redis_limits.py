@@ -409,3 +409,18 @@ def test_processes_sharing_redis_never_hold_more_slots_than_the_limit(redis_url:
     assert max_overlap([(got, done) for _, got, done in held]) <= 2
     assert store.counts(Q).ready == store.counts(Q).inflight == 0
     store.close()
+
+
+@pytest.mark.parametrize("lane", ["not json", '{"a": 1}', "[1, 2]", '[["rate", 5, "k"]]'])
+def test_a_lane_value_tq_did_not_write_limits_nothing(store: RedisStore, lane: str) -> None:
+    import json
+
+    store.define_limits([ONE_SLOT])
+    store.enqueue(Q, limited("m0", slot()))
+    meta_key = store.keys_of(Q)["meta"]
+    meta = json.loads(store.client.hget(meta_key, "m0"))
+    meta["lm"] = lane
+    store.client.hset(meta_key, "m0", json.dumps(meta))
+    store.client.delete(store.keys.limited(Q), *store.client.keys("{tq:limited}:lane*"))
+    assert fetched(store) == ["m0"]
+    assert store.limit_status(ONE_SLOT.name) is not None
