@@ -354,3 +354,73 @@ def test_a_lease_run_out_in_a_queue_nobody_fetches_frees_its_slot_at_its_deadlin
     # a late settle of the run-out lease frees nothing that "next" holds
     store.ack(held.lease)
     assert fetched(store) == []
+
+
+def test_processes_sharing_redis_never_hold_more_slots_than_the_limit(redis_url: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .store_contract import PROJECT_ROOT
+    from .test_store_limits_processes import CONSUMER, max_overlap
+
+    # Given a concurrency limit of 2 and 40 messages under it, in one Redis
+    store = RedisStore.from_url(redis_url)
+    store.client.flushdb()
+    store.define_limits([LimitDefinition("heavy", "concurrency", slots=2)])
+    tag = LimitTag("concurrency", "heavy", "tenant")
+    for n in range(40):
+        store.enqueue(Q, NewMessage(f"m{n:02}", b"x", 5, task_name="tasks.heavy", limits=(tag,)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    # When three consumer processes fetch and ack concurrently
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONSUMER, redis_url, f"process-{n}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for n in range(3)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready", process.communicate(timeout=10)
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        outputs = [process.communicate(timeout=90) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    held: list[list] = []  # type: ignore[type-arg]
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+        held.extend(json.loads(out.strip().splitlines()[-1]))
+    # Then every message ran once, and no moment saw more than 2 of them at once
+    assert sorted(m for m, _, _ in held) == [f"m{n:02}" for n in range(40)]
+    assert max_overlap([(got, done) for _, got, done in held]) <= 2
+    assert store.counts(Q).ready == store.counts(Q).inflight == 0
+    store.close()
+
+
+@pytest.mark.parametrize("lane", ["not json", '{"a": 1}', "[1, 2]", '[["rate", 5, "k"]]'])
+def test_a_lane_value_tq_did_not_write_limits_nothing(store: RedisStore, lane: str) -> None:
+    import json
+
+    store.define_limits([ONE_SLOT])
+    store.enqueue(Q, limited("m0", slot()))
+    meta_key = store.keys_of(Q)["meta"]
+    meta = json.loads(store.client.hget(meta_key, "m0"))
+    meta["lm"] = lane
+    store.client.hset(meta_key, "m0", json.dumps(meta))
+    store.client.delete(store.keys.limited(Q), *store.client.keys("{tq:limited}:lane*"))
+    assert fetched(store) == ["m0"]
+    assert store.limit_status(ONE_SLOT.name) is not None

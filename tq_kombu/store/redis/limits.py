@@ -131,7 +131,11 @@ class RedisLimits(RedisShared, Limits):
                 tags = json.loads(lane)
             except ValueError:
                 continue
-            keys = {tag[2] for tag in tags if len(tag) == 3 and tag[1] == name}
+            if not isinstance(tags, list):
+                continue
+            keys = {
+                tag[2] for tag in tags if isinstance(tag, list) and len(tag) == 3 and tag[1] == name
+            }
             members = self.client.zrange(found, 0, -1)
             if keys and members:
                 scores = self.client.zmscore(queue_tag + "}:ready", members)

@@ -26,11 +26,18 @@ function lim.state_key(P, part, name, key)
 end
 function lim.holder(Q, id, token) return queue_of(Q) .. '\0' .. id .. '\0' .. token end
 
--- lim.tags(lane): the tags of a lane id, {} when unreadable
+-- lim.tags(lane): the well-formed tags ({kind, name, key}) of a lane id; others limit nothing
 function lim.tags(lane)
   local ok, tags = pcall(cjson.decode, lane)
-  if ok and type(tags) == 'table' then return tags end
-  return {}
+  local found = {}
+  if ok and type(tags) == 'table' then
+    for _, tag in ipairs(tags) do
+      if type(tag) == 'table' and type(tag[2]) == 'string' and type(tag[3]) == 'string' then
+        found[#found + 1] = tag
+      end
+    end
+  end
+  return found
 end
 
 -- lim.definition(P, name): the definition of a limit (its kind decides, not the tag's), or nil
