@@ -47,17 +47,17 @@ def tenant_of(args: Any, kwargs: Any) -> str:
     return str(args[0] if args else kwargs["tenant"])
 
 
-@app.task(bind=True, name="lim.call_a", tq_rate_limit="shared_rate")
+@app.task(shared=False, bind=True, name="lim.call_a", tq_rate_limit="shared_rate")
 def call_a(self: Any, label: str) -> None:
     record("start", label, self.request.id)
 
 
-@app.task(bind=True, name="lim.call_b", tq_rate_limit="shared_rate")
+@app.task(shared=False, bind=True, name="lim.call_b", tq_rate_limit="shared_rate")
 def call_b(self: Any, label: str) -> None:
     record("start", label, self.request.id)
 
 
-@app.task(bind=True, name="lim.dialed", tq_rate_limit="dial")
+@app.task(shared=False, bind=True, name="lim.dialed", tq_rate_limit="dial")
 def dialed(self: Any, label: str) -> None:
     record("start", label, self.request.id)
 
@@ -80,33 +80,37 @@ def _work(self: Any, label: str, seconds: float) -> None:
     record("end", label, worker)
 
 
-@app.task(bind=True, name="lim.paired", tq_concurrency_limit="pair")
+@app.task(shared=False, bind=True, name="lim.paired", tq_concurrency_limit="pair")
 def paired(self: Any, label: str, seconds: float) -> None:
     _work(self, label, seconds)
 
 
-@app.task(bind=True, name="lim.dial_work", tq_concurrency_limit="dial_slots")
+@app.task(shared=False, bind=True, name="lim.dial_work", tq_concurrency_limit="dial_slots")
 def dial_work(self: Any, label: str, seconds: float) -> None:
     _work(self, label, seconds)
 
 
-@app.task(bind=True, name="lim.single", tq_concurrency_limit="single")
+@app.task(shared=False, bind=True, name="lim.single", tq_concurrency_limit="single")
 def single(self: Any, label: str, seconds: float) -> None:
     _work(self, label, seconds)
 
 
 @app.task(
-    bind=True, name="lim.tenant_job", tq_concurrency_limit="tenant_slots", tq_limit_key=tenant_of
+    shared=False,
+    bind=True,
+    name="lim.tenant_job",
+    tq_concurrency_limit="tenant_slots",
+    tq_limit_key=tenant_of,
 )
 def tenant_job(self: Any, tenant: str, label: str, seconds: float) -> None:
     _work(self, label, seconds)
 
 
-@app.task(bind=True, name="lim.rare", tq_rate_limit="1/30s")
+@app.task(shared=False, bind=True, name="lim.rare", tq_rate_limit="1/30s")
 def rare(self: Any, label: str) -> None:
     record("start", label, self.request.id)
 
 
-@app.task(bind=True, name="lim.plain")
+@app.task(shared=False, bind=True, name="lim.plain")
 def plain(self: Any, label: str) -> None:
     record("start", label, self.request.id)
