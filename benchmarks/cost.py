@@ -47,6 +47,8 @@ TRANSPORTS = {
     "tq-sqlite": ("tq+sqlite:///{db}", ""),
     #: tq with ``tq_celery_ext.install(app)`` in the app (no dependency or limit used)
     "tq-ext": ("tq+redis://127.0.0.1:{port}/0", ""),
+    #: tq-ext with the task under a rate limit that never binds (a million a second)
+    "tq-limited": ("tq+redis://127.0.0.1:{port}/0", ""),
 }
 TICK_SECONDS = 1 / os.sysconf("SC_CLK_TCK")
 #: Seconds between two reads of the backlog.
@@ -132,7 +134,7 @@ def environment(name: str, port: int, db: str) -> dict[str, str]:
         **os.environ,
         "BENCH_BROKER_URL": url.format(port=port, db=db),
         "BENCH_OPTIONS": options,
-        "BENCH_EXTENSION": "1" if name.endswith("-ext") else "",
+        "BENCH_EXTENSION": {"tq-ext": "1", "tq-limited": "limited"}.get(name, ""),
         "TQ_ENCRYPTION_KEYS": BENCH_KEY,
         "PYTHONPATH": str(ROOT),
         "PYTHONWARNINGS": "ignore",
