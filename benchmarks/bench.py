@@ -182,14 +182,12 @@ def backlog(name: str, client: redis.Redis) -> int:
     return int(client.zcard(ready)) + int(client.zcard(inflight))
 
 
-def drain(name: str, server: PrivateRedis, count: int, pool: list[str]) -> float:
-    """Tasks per second a worker drains from a backlog of ``count``."""
-    server.client.flushall()
-    publish(name, server.port, count)
-    assert backlog(name, server.client) == count, "the backlog was not fully published"
-    worker = subprocess.Popen(
+def start_worker(env: dict[str, str], pool: list[str], runner: list[str] | None = None) -> Any:
+    """A ``celery worker`` of the bench app in its own session (``runner``: the Python
+    command line to start it with, e.g. under cProfile)."""
+    return subprocess.Popen(
         [
-            sys.executable,
+            *(runner or [sys.executable]),
             "-m",
             "celery",
             "-A",
@@ -202,12 +200,20 @@ def drain(name: str, server: PrivateRedis, count: int, pool: list[str]) -> float
             "-l",
             "WARNING",
         ],
-        env=environment(name, server.port),
+        env=env,
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def drain(name: str, server: PrivateRedis, count: int, pool: list[str]) -> float:
+    """Tasks per second a worker drains from a backlog of ``count``."""
+    server.client.flushall()
+    publish(name, server.port, count)
+    assert backlog(name, server.client) == count, "the backlog was not fully published"
+    worker = start_worker(environment(name, server.port), pool)
     try:
         wait_until(lambda: backlog(name, server.client) < count, 60, "the worker to start")
         started = time.perf_counter()

@@ -38,7 +38,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench import BENCH_KEY, ROOT, PrivateRedis, wait_until  # noqa: E402
+from benchmarks.bench import BENCH_KEY, ROOT, PrivateRedis, start_worker, wait_until  # noqa: E402
 
 #: name -> (broker URL, transport options); {port} and {db} are filled in.
 TRANSPORTS = {
@@ -173,27 +173,7 @@ def measure(
     if profile:
         os.makedirs(profile, exist_ok=True)
         runner += ["-m", "cProfile", "-o", os.path.join(profile, f"{name}.prof")]
-    worker = subprocess.Popen(
-        [
-            *runner,
-            "-m",
-            "celery",
-            "-A",
-            "benchmarks.bench_app",
-            "worker",
-            *pool,
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-            "-l",
-            "WARNING",
-        ],
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_worker(env, pool, runner)
     try:
         # measured once ``warmup`` tasks are done: start-up costs (the renewer
         # companion's imports, first connections) are not the steady state
