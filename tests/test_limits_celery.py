@@ -213,6 +213,28 @@ def test_the_cli_lists_sets_and_removes_limits(redis_url: str) -> None:
     assert tq(env, "limits", "set", "x").returncode == 2
 
 
+def test_ls_marks_the_messages_a_limit_holds_back(sqlite_url: str) -> None:
+    env = {**os.environ, "TQ_LIMITS_URL": f"tq+{sqlite_url}", "PYTHONWARNINGS": "ignore"}
+    from . import limits_app
+
+    limits_app.app.conf.broker_url = env["TQ_LIMITS_URL"]
+    limits_app.app.close()
+    limits_app.call_api.delay(tenant="acme")
+    limits_app.report.delay()
+    listed = tq(env, "ls", "--state", "ready")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[4]: line for line in listed.stdout.splitlines()[1:] if line.strip()}
+    assert rows["limits.call_api"].rstrip().endswith("rate api_calls[acme]")
+    assert rows["limits.report"].rstrip().endswith("concurrency heavy_reports")
+    as_json = json.loads(tq(env, "ls", "--state", "ready", "--json").stdout)
+    assert {row["task_name"]: row["limits"] for row in as_json} == {
+        "limits.call_api": [{"kind": "rate", "name": "api_calls", "key": "acme"}],
+        "limits.report": [{"kind": "concurrency", "name": "heavy_reports", "key": ""}],
+    }
+    shown = tq(env, "show", as_json[0]["message_id"])
+    assert shown.returncode == 0 and "limits" in shown.stdout
+
+
 def fetched(admin: Admin) -> int:
     return len(admin.store.fetch(["celery"], 10, "test", 60, 5).deliveries)
 

@@ -18,6 +18,7 @@ from tq_kombu.store.model import (
     LimitTag,
     NewMessage,
     QueueCounts,
+    State,
 )
 
 from .store_contract import LONG_LEASE, fetch, fetch_within, ids
@@ -327,3 +328,23 @@ def test_take_counts_rate_starts_and_needs_a_free_slot_but_holds_none(store: Sto
     store.enqueue(Q, limited("s4", slot()))
     assert ids(fetch(store, [Q], 2)) == ["s3"]
     assert store.take([Q], 2).deliveries == []  # its slot is taken
+
+
+def test_inspection_names_the_limits_a_message_starts_under(store: Store) -> None:
+    # Given a message under a per-key rate and a shared concurrency, and a plain one
+    tags = (pace("tenant-a"), slot())
+    store.enqueue(Q, limited("m0", *tags))
+    store.enqueue(Q, NewMessage("p0", b"plain", 5, task_name="tasks.plain"))
+    # Then listing and looking up show its limits (sorted), and none for the plain one
+    listed = {m.message_id: m.limits for m in store.list_messages(Q, State.READY)}
+    expected = tuple(sorted(tags, key=lambda t: (t.kind, t.name, t.key)))
+    assert listed == {"m0": expected, "p0": ()}
+    info = store.info(Q, "m0")
+    assert info is not None and set(info.limits) == set(tags)
+    found = store.find_task(Q, "task-m0")
+    assert found is not None and set(found.limits) == set(tags)
+    # And a message in flight keeps them
+    store.define_limits([concurrency("heavy", 1), rate("api", 0.001)])
+    assert "m0" in ids(fetch(store, [Q], 2))
+    held = store.info(Q, "m0")
+    assert held is not None and held.state == State.INFLIGHT and set(held.limits) == set(tags)

@@ -93,6 +93,8 @@ def list_messages(
     with admin_for(ctx) as admin:
         rows = message_rows(admin.messages(queue, state, task_name, priority, offset, limit))
     columns = ["id", "queue", "state", "priority", "task", "task_id", "deliveries", "eta"]
+    if any(row["limits"] for row in rows):
+        columns.append("limits")  # the messages a cluster-wide limit holds back
     emit(as_json, rows, lambda: table(readable(rows), columns))
 
 

@@ -126,13 +126,24 @@ def message_rows(messages: list[MessageInfo]) -> list[dict[str, Any]]:
 def readable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows for a table: short labels, times as UTC dates, blanks for what is unknown."""
     times = ("eta", "created_at", "dead_at")
-    return [
-        {
-            LABELS.get(k, k): when(v) if k in times else ("-" if v is None else v)
-            for k, v in row.items()
-        }
-        for row in rows
-    ]
+
+    def cell(name: str, value: Any) -> Any:
+        if name in times:
+            return when(value)
+        if name == "limits":
+            return limit_tags(value)
+        return "-" if value is None else value
+
+    return [{LABELS.get(k, k): cell(k, v) for k, v in row.items()} for row in rows]
+
+
+def limit_tags(tags: Any) -> str:
+    """A message's limits, short: ``rate api_calls[tenant-a], concurrency reports``."""
+    if not tags:
+        return "-"
+    return ", ".join(
+        f"{t['kind']} {t['name']}" + (f"[{t['key']}]" if t.get("key") else "") for t in tags
+    )
 
 
 def emit(as_json: bool, data: Any, show: Callable[[], None]) -> None:
@@ -161,6 +172,7 @@ def describe(shown: dict[str, Any]) -> None:
         ("eta", when(shown.get("eta"))),
         ("dead at", when(shown.get("dead_at"))),
         ("hostname", dash(shown.get("hostname"))),
+        ("limits", limit_tags(shown.get("limits"))),
         (
             "envelope",
             f"v{envelope.get('version', '?')}, {sealed}, "

@@ -148,6 +148,8 @@ class MessageInfo:
     hostname: str | None = None
     #: Dead messages of failed tasks: how many times the task ran (Celery retries + 1).
     attempts: int | None = None
+    #: The cluster-wide limits it starts under (by kind, name and key), if any.
+    limits: tuple[LimitTag, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..contract import PROMOTE_LIMIT
 from ..contract.dependencies import failed_detail, timeout_detail
+from ..lane_ids import lane_of, tags_of
 from ..model import (
     Completion,
     DeadLetter,
@@ -44,12 +45,14 @@ class MemoryDependencies(MemoryState):
             state = State.WAITING
         elif message.eta is not None and message.eta > now:
             state = State.DELAYED
+        limits = tuple(sorted(set(message.limits), key=lambda t: (t.name, t.kind, t.key)))
         info = MessageInfo(
             queue, message.message_id, state, message.priority, 0, message.task_name,
             message.task_id, eta=message.eta, created_at=now,
+            limits=tags_of(lane_of(message.limits)),
         )  # fmt: skip
         record = Record(info, message.payload, next(self._seq))
-        record.limits = tuple(sorted(set(message.limits), key=lambda t: (t.name, t.kind, t.key)))
+        record.limits = limits
         ttls = [] if message.ttl_seconds is None else [message.ttl_seconds]
         lifetime = self._lifetimes.get(queue)
         if lifetime is not None and lifetime[0].message_ttl_seconds is not None:

@@ -10,6 +10,7 @@ import base64
 import json
 from typing import Any
 
+from ..lane_ids import tags_of
 from ..model import DeadLetter, LimitTag, MessageInfo, NewMessage, State
 
 __all__ = [
@@ -133,4 +134,5 @@ def describe(queue: str, message_id: str, state: State, raw: bytes | None) -> Me
         dead_at=number("d", 1000),
         hostname=text("h") or None,
         attempts=None if attempts is None else int(attempts),
+        limits=tags_of(meta.get("lm")) if isinstance(meta.get("lm"), str) else (),
     )
