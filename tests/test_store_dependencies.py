@@ -103,6 +103,30 @@ def test_a_fan_in_of_fifty_parents_releases_the_child_once_all_succeeded(store: 
     assert ids(fetch(store, ["default"])) == ["m-join"]
 
 
+def test_outcomes_recorded_many_at_once_act_as_one_by_one_in_order(store: Store) -> None:
+    # Given a diamond a -> (b, c) -> d, a child of x with policy dead, one of y with run
+    store.enqueue_many(
+        [
+            ("default", child("b", ["a"])),
+            ("default", child("c", ["a"])),
+            ("default", child("d", ["b", "c"])),
+            ("default", child("x1", ["x"])),
+            ("default", child("y1", ["y"], policy="run")),
+        ]
+    )
+    # When every outcome comes in one call: a's success before b's and c's, x fails
+    done = store.complete_many(
+        [("a", True, ""), ("b", True, ""), ("x", False, "boom"), ("c", True, ""), ("y", False, "")]
+    )
+    # Then each counted as if recorded on its own, in order
+    assert done == Completion(released=4, failed=1)
+    assert sorted(ids(fetch(store, ["default"], 10))) == ["m-b", "m-c", "m-d", "m-y1"]
+    assert state_of(store, "default", "x1") == State.DEAD
+    assert store.complete_many([]) == Completion()
+    with pytest.raises(ValueError, match="task_id"):
+        store.complete_many([("", True, "")])
+
+
 def test_a_released_child_keeps_its_priority_and_its_eta(store: Store) -> None:
     store.enqueue("default", message("plain", Priority.NORMAL))
     store.enqueue("default", child("urgent", ["p"], priority=Priority.URGENT))

@@ -46,8 +46,11 @@ from kombu.serialization import dumps
 from tq_kombu.admin import Admin, failure_record
 from tq_kombu.errors import ConfigurationError
 from tq_kombu.priority import DEFAULT_PRIORITY
+from tq_kombu.store.contract import Store
 from tq_kombu.store.model import DeadLetter, DeadReason, State
 from tq_kombu.transport import DELIVERY_PROPERTY, HOSTNAME
+
+from .completions import CompletionOutbox, connect_flushes
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +63,18 @@ class FailureRecorder:
         self._admin: Admin | None = None
         self._pid = 0
         self._disabled = False
+        #: Task outcomes for the dependency graph (see :mod:`.completions`).
+        self.completions = CompletionOutbox(self._store)
 
     def connect(self) -> None:
         uid = f"tq-dlq-{id(self.app)}"
         task_failure.connect(self.on_task_failure, weak=False, dispatch_uid=uid)
         task_revoked.connect(self.on_task_revoked, weak=False, dispatch_uid=uid)
+        connect_flushes(self.completions, uid)
+
+    def _store(self) -> Store | None:
+        admin = self.admin
+        return None if admin is None else admin.store
 
     @property
     def admin(self) -> Admin | None:
@@ -167,7 +177,7 @@ class FailureRecorder:
         message = self.rebuild_message(task, request, queue)
         buried = admin.bury_task(queue, message, dead, failure, where.get("message_id"))
         if request.id:  # its dependents go dead (or run) now; recording again is harmless
-            admin.store.complete(request.id, False, f"{reason.value}: {detail}")
+            self.completions.record(request.id, False, f"{reason.value}: {detail}", wait=True)
         return buried
 
     def routed_queue(self, task: Any) -> str:

@@ -12,9 +12,11 @@ registers). A retry of a task does not wait again on its parents (they succeeded
 
 Completion. In whichever process runs the task (prefork children included), a
 ``task_success`` records the success (``Store.complete(task_id, True)``), which
-releases the children whose parents are all done. A task failing for good is recorded
-as failed by the dead-letter recorder (see :mod:`tq_celery_ext.dead_letters`). A
-retrying task records nothing; eager runs record nothing.
+releases the children whose parents are all done: through the process's
+:class:`~tq_celery_ext.completions.CompletionOutbox`, in batches for early-acknowledged
+tasks, before the acknowledgement for ``acks_late`` ones. A task failing for good is
+recorded as failed by the dead-letter recorder (see :mod:`tq_celery_ext.dead_letters`).
+A retrying task records nothing; eager runs record nothing.
 """
 
 from __future__ import annotations
@@ -95,14 +97,13 @@ class DependencyRecorder:
         request = sender.request
         if request is None or not request.id or request.is_eager or request.called_directly:
             return
-        self.complete(request.id, True)
+        late = bool(sender.acks_late or sender.app.conf.task_acks_late)
+        self.complete(request.id, True, wait=late)
 
-    def complete(self, task_id: str, succeeded: bool, detail: str = "") -> None:
-        """Record a task's outcome; log (never raise) when the store fails."""
-        admin = self.failures.admin
-        if admin is None:
-            return
+    def complete(self, task_id: str, succeeded: bool, detail: str = "", wait: bool = True) -> None:
+        """Record a task's outcome (now, when ``wait``); never raises: a store that
+        cannot take it now gets it later (see :mod:`.completions`)."""
         try:
-            admin.store.complete(task_id, succeeded, detail)
+            self.failures.completions.record(task_id, succeeded, detail, wait=wait)
         except Exception:  # noqa: BLE001 - a failing recorder must not break the worker
             logger.exception("tq: could not record the outcome of task %s", task_id)

@@ -81,6 +81,17 @@ class Dependencies(ABC):
             raise ValueError(f"task_id must be a non-empty string, got {task_id!r}")
         return self._complete(task_id, bool(succeeded), str(detail))
 
+    def complete_many(self, outcomes: Sequence[tuple[str, bool, str]]) -> Completion:
+        """Record many ``(task_id, succeeded, detail)`` outcomes, in order, each as
+        :meth:`complete` does (each atomic on its own, the lot in as few round trips as
+        the store allows); what they did, summed."""
+        checked = []
+        for task_id, succeeded, detail in outcomes:
+            if not isinstance(task_id, str) or not task_id:
+                raise ValueError(f"task_id must be a non-empty string, got {task_id!r}")
+            checked.append((task_id, bool(succeeded), str(detail)))
+        return self._complete_many(checked) if checked else Completion()
+
     def dependency_info(self, task_id: str) -> DependencyInfo | None:
         """The graph around ``task_id``: its own recorded outcome; its parents, in the
         order of ``depends_on``, each with its completion record's outcome (else, while
@@ -104,6 +115,11 @@ class Dependencies(ABC):
 
     @abstractmethod
     def _complete(self, task_id: str, succeeded: bool, detail: str) -> Completion: ...
+
+    def _complete_many(self, outcomes: list[tuple[str, bool, str]]) -> Completion:
+        """One :meth:`_complete` after the other (stores with batches override it)."""
+        done = [self._complete(*outcome) for outcome in outcomes]
+        return Completion(sum(c.released for c in done), sum(c.failed for c in done))
 
     @abstractmethod
     def _dependency_info(self, task_id: str) -> DependencyInfo | None: ...

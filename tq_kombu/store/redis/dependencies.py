@@ -13,6 +13,9 @@ from .codec import dependency_args, message_args, read_meta
 from .inspection import RedisInspection
 from .keys import EDGE_SEPARATOR
 
+#: Outcomes sent per pipelined round trip by ``complete_many``.
+COMPLETE_BATCH = 500
+
 __all__ = ["RedisDependencies"]
 
 
@@ -51,16 +54,28 @@ class RedisDependencies(RedisInspection, Dependencies):
     def _complete(self, task_id: str, succeeded: bool, detail: str) -> Completion:
         """One complete.lua call, whatever the number of children (``detail`` is not
         kept: the children's dead detail names the parent)."""
-        keys = [self.keys.dependency(kind, task_id) for kind in ("done", "children", "settled")]
-        args = [
-            self.keys.prefix,
-            task_id,
-            1 if succeeded else 0,
-            self._record_ttl_ms(),
-            *self._retention_args(),
-        ]
-        released, failed = self._run("complete", keys, args)
+        released, failed = self._run("complete", *self._complete_call(task_id, succeeded))
         return Completion(released=int(released), failed=int(failed))
+
+    def _complete_call(self, task_id: str, succeeded: bool) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of complete.lua for one outcome."""
+        keys = [self.keys.dependency(kind, task_id) for kind in ("done", "children", "settled")]
+        ttl_ms = self._record_ttl_ms()
+        args = [self.keys.prefix, task_id, 1 if succeeded else 0, ttl_ms, *self._retention_args()]
+        return keys, args
+
+    def _complete_many(self, outcomes: list[tuple[str, bool, str]]) -> Completion:
+        """One complete.lua call per outcome, pipelined in batches (each atomic)."""
+        script = self.scripts.get("complete")
+        released = failed = 0
+        for start in range(0, len(outcomes), COMPLETE_BATCH):
+            with translated(), self.client.pipeline(transaction=False) as pipe:
+                for task_id, succeeded, _ in outcomes[start : start + COMPLETE_BATCH]:
+                    keys, args = self._complete_call(task_id, succeeded)
+                    script(keys=keys, args=args, client=pipe)
+                for one_released, one_failed in pipe.execute():
+                    released, failed = released + int(one_released), failed + int(one_failed)
+        return Completion(released=released, failed=failed)
 
     def _dependency_info(self, task_id: str) -> DependencyInfo | None:
         """Read without a script (an administrative view, not one atomic snapshot): the

@@ -58,15 +58,26 @@ class SQLiteDependencies(UsesDatabase, Dependencies):
             drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
 
     def _complete(self, task_id: str, succeeded: bool, detail: str) -> Completion:
+        return self._complete_many([(task_id, succeeded, detail)])
+
+    def _complete_many(self, outcomes: list[tuple[str, bool, str]]) -> Completion:
+        """Every outcome in one transaction."""
         now = time.time()
+        released = failed = 0
         with self.db.write("complete") as conn:
             purge_completions(conn, now)
-            if not succeeded:
-                journal_death(conn, task_id, detail)
-                return drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
-            expires_at = now + self.dependency_record_ttl_seconds
-            record_completion(conn, task_id, True, detail, expires_at)
-            return Completion(released=release_children(conn, task_id, now))
+            for task_id, succeeded, detail in outcomes:
+                if succeeded:
+                    expires_at = now + self.dependency_record_ttl_seconds
+                    record_completion(conn, task_id, True, detail, expires_at)
+                    released += release_children(conn, task_id, now)
+                else:
+                    journal_death(conn, task_id, detail)
+                    done = drain_deaths(
+                        conn, now, self.dependency_record_ttl_seconds, self.retention
+                    )
+                    released, failed = released + done.released, failed + done.failed
+        return Completion(released=released, failed=failed)
 
     def _dependency_info(self, task_id: str) -> DependencyInfo | None:
         now = time.time()
