@@ -91,3 +91,33 @@ def test_without_a_tq_broker_outcomes_are_dropped_quietly() -> None:
     outbox.record("p", True)
     outbox.record("q", True, wait=True)
     assert outbox.flush(2)
+
+
+def test_a_store_without_dependents_gets_no_success_records(store: Store) -> None:
+    # Given a store that never held a message with parents
+    outbox = CompletionOutbox(lambda: store)
+    # When tasks succeed
+    for n in range(100):
+        outbox.record_success(f"t{n}")
+    # Then nothing is recorded for them
+    assert outbox.flush(5)
+    assert store.dependency_info("t0") is None and store.dependency_info("t99") is None
+
+
+def test_a_child_published_just_after_its_parent_succeeded_is_still_released(
+    store: Store,
+) -> None:
+    # Given a parent that succeeded while the store had no dependents
+    outbox = CompletionOutbox(lambda: store)
+    outbox.record_success("parent")
+    assert outbox.flush(5)
+    assert store.dependency_info("parent") is None
+    # When its first child is published a moment later
+    store.enqueue("default", child_of("parent", "child"))
+    assert state(store, "child") == State.WAITING
+    # Then the worker learns that the store has dependents and records the success
+    assert eventually(lambda: state(store, "child") == State.READY, seconds=10)
+    # And from then on every success is recorded
+    store.enqueue("default", child_of("second", "child2"))
+    outbox.record_success("second", wait=True)
+    assert state(store, "child2") == State.READY

@@ -464,3 +464,19 @@ def test_completion_records_expire_after_their_ttl(store: Store) -> None:
     # a child published after the record expired waits (the parent is unknown again)
     store.enqueue("default", child("c", ["p"]))
     assert state_of(store, "default", "c") == State.WAITING
+
+
+def test_a_store_is_in_use_for_dependencies_once_a_message_with_parents_was_stored(
+    store: Store,
+) -> None:
+    # Given plain messages only, then a graph without parents
+    store.enqueue("default", parent("p"))
+    store.enqueue_many([("default", parent("q"))])
+    assert not store.dependencies_in_use()
+    # When a message with parents is stored (even one released at once)
+    store.complete("p", True)
+    store.enqueue("default", child("c", ["p"]))
+    # Then the store is in use for dependencies, for good
+    assert store.dependencies_in_use()
+    store.complete("c", True)
+    assert store.dependencies_in_use()

@@ -104,6 +104,9 @@ class DependencyRecorder:
         """Record a task's outcome (now, when ``wait``); never raises: a store that
         cannot take it now gets it later (see :mod:`.completions`)."""
         try:
-            self.failures.completions.record(task_id, succeeded, detail, wait=wait)
+            if succeeded:
+                self.failures.completions.record_success(task_id, wait=wait)
+            else:
+                self.failures.completions.record(task_id, False, detail, wait=wait)
         except Exception:  # noqa: BLE001 - a failing recorder must not break the worker
             logger.exception("tq: could not record the outcome of task %s", task_id)

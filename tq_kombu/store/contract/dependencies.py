@@ -81,6 +81,11 @@ class Dependencies(ABC):
             raise ValueError(f"task_id must be a non-empty string, got {task_id!r}")
         return self._complete(task_id, bool(succeeded), str(detail))
 
+    def dependencies_in_use(self) -> bool:
+        """True once a message with parents was stored here (it stays so): until then
+        no task's outcome matters to another, and workers need not record them."""
+        return self._dependencies_in_use()
+
     def complete_many(self, outcomes: Sequence[tuple[str, bool, str]]) -> Completion:
         """Record many ``(task_id, succeeded, detail)`` outcomes, in order, each as
         :meth:`complete` does (each atomic on its own, the lot in as few round trips as
@@ -112,6 +117,9 @@ class Dependencies(ABC):
     # -- the backend's hooks, called with checked values -------------------------
     @abstractmethod
     def _enqueue_many(self, items: list[tuple[str, NewMessage]]) -> None: ...
+
+    @abstractmethod
+    def _dependencies_in_use(self) -> bool: ...
 
     @abstractmethod
     def _complete(self, task_id: str, succeeded: bool, detail: str) -> Completion: ...

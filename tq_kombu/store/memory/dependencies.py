@@ -60,6 +60,7 @@ class MemoryDependencies(MemoryState):
         record.expires_at = now + min(ttls) if ttls else None
         records[message.message_id] = record
         if message.depends_on:
+            self._dependencies_used = True
             self._attach(queue, record, message, set(pending), failed, now)
         self._changed.notify_all()
 
@@ -107,6 +108,9 @@ class MemoryDependencies(MemoryState):
             for queue, message in items:
                 self._store_message(queue, message, now)
             self._settle_deaths(now)
+
+    def _dependencies_in_use(self) -> bool:
+        return self._dependencies_used
 
     def _complete(self, task_id: str, succeeded: bool, detail: str) -> Completion:
         with self._changed:

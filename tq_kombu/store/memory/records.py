@@ -93,6 +93,8 @@ class MemoryState:
         self._changed = threading.Condition(threading.Lock())
         #: task id -> (succeeded, expires at, detail): the completion records
         self._completions: dict[str, tuple[bool, float, str]] = {}
+        #: Set once a message with parents was stored (see dependencies_in_use).
+        self._dependencies_used = False
         #: parent task id -> (queue, message id) of messages that wait on it or that
         #: its failure set aside (checked against the child's Waits when read)
         self._edges: dict[str, set[tuple[str, str]]] = {}

@@ -11,7 +11,7 @@ from ..model import Completion, DependencyInfo, DependencyLink, NewMessage, Pare
 from .client import translated
 from .codec import dependency_args, message_args, read_meta
 from .inspection import RedisInspection
-from .keys import EDGE_SEPARATOR
+from .keys import EDGE_SEPARATOR, IN_USE_FLAG
 
 #: Outcomes sent per pipelined round trip by ``complete_many``.
 COMPLETE_BATCH = 500
@@ -50,6 +50,10 @@ class RedisDependencies(RedisInspection, Dependencies):
             args += [groups[queue], *message_args(message), policy, deadline, len(parents)]
             args += parents
         self._run("enqueue_many", keys, args)
+
+    def _dependencies_in_use(self) -> bool:
+        with translated():
+            return bool(self.client.exists(self.keys.dependency(*IN_USE_FLAG)))
 
     def _complete(self, task_id: str, succeeded: bool, detail: str) -> Completion:
         """One complete.lua call, whatever the number of children (``detail`` is not

@@ -18,7 +18,14 @@ from ...errors import StoreError
 from ...priority import MAX_PRIORITY
 from ..contract.dependencies import DEPENDENCY_RECORD_TTL_SECONDS, NAMED_PARENTS
 from ..contract.hot_path import PROMOTE_LIMIT, SKIP_SCAN_LIMIT
-from .keys import DEPENDENCY_KEYS, EDGE_SEPARATOR, KEY_SUBSETS, QUEUE_KEYS, SCORE_SPAN
+from .keys import (
+    DEPENDENCY_KEYS,
+    EDGE_SEPARATOR,
+    IN_USE_FLAG,
+    KEY_SUBSETS,
+    QUEUE_KEYS,
+    SCORE_SPAN,
+)
 
 __all__ = ["CONSTANTS", "Scripts", "script_source"]
 
@@ -65,7 +72,7 @@ def _key_names_include() -> str:
     """Key names a script builds itself (a cascade reaches queues no KEYS name), in the
     formats of :class:`~.keys.KeyNames`; a test holds the two equal."""
     fields = ", ".join(f"{part} = tag .. '{part}'" for part in QUEUE_KEYS)
-    kinds = " or ".join(f"kind == '{kind}'" for kind in DEPENDENCY_KEYS)
+    kinds = " or ".join(f"kind == '{kind}'" for kind in (*DEPENDENCY_KEYS, IN_USE_FLAG[0]))
     separator = "\\0" if EDGE_SEPARATOR == "\0" else EDGE_SEPARATOR
     return "\n".join(
         [

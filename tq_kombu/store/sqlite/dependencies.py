@@ -57,6 +57,11 @@ class SQLiteDependencies(UsesDatabase, Dependencies):
                 store_message(conn, queue, message, now)
             drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
 
+    def _dependencies_in_use(self) -> bool:
+        with self.db.read("dependencies_in_use") as conn:
+            found = conn.execute("SELECT 1 FROM counters WHERE name = 'dependencies'")
+            return found.fetchone() is not None
+
     def _complete(self, task_id: str, succeeded: bool, detail: str) -> Completion:
         return self._complete_many([(task_id, succeeded, detail)])
 

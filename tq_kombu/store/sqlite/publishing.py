@@ -14,7 +14,10 @@ from .cascade import FAILED, PENDING, SATISFIED, kill, outcomes
 from .lanes import lane_of, note_lane
 from .rows import NEXT_SEQ
 
-__all__ = ["store_message"]
+__all__ = ["DEPENDENCIES_USED", "store_message"]
+
+#: Marks the store as one where messages wait on parents (see dependencies_in_use).
+DEPENDENCIES_USED = "INSERT OR IGNORE INTO counters (name, value) VALUES ('dependencies', 1)"
 
 
 def store_message(conn: sqlite3.Connection, queue: str, message: NewMessage, now: float) -> bool:
@@ -76,6 +79,7 @@ def _insert(
 def _store_dependent(conn: sqlite3.Connection, queue: str, message: NewMessage, now: float) -> bool:
     """Waiting with an edge per parent while a parent is pending or one failed (then
     dead at once as ``dependency_failed``); else stored as a plain message would be."""
+    conn.execute(DEPENDENCIES_USED)
     known = outcomes(conn, message.depends_on, now)
     statuses: dict[str, str] = {}
     for parent in message.depends_on:

@@ -17,6 +17,8 @@
 -- or nil (every parent done: stored as a plain message, out of the graph).
 local function place_child(Q, id, meta, now)
   local P = prefix_of(Q)
+  -- workers record task outcomes once this store has dependents (dependencies_in_use)
+  redis.call('SET', dep_key(P, 'flag', 'in_use'), '1')
   local pending, failed = {}, {}
   for _, parent in ipairs(meta.dp) do
     local outcome = redis.call('GET', dep_key(P, 'done', parent))
