@@ -11,9 +11,9 @@ from ..model import Completion, DependencyInfo, DependencyLink, NewMessage, Pare
 from .client import translated
 from .codec import dependency_args, message_args, read_meta
 from .inspection import RedisInspection
-from .keys import EDGE_SEPARATOR, IN_USE_FLAG
+from .keys import DEPENDENCY_KEYS, EDGE_SEPARATOR, IN_USE_FLAG
 
-#: Outcomes sent per pipelined round trip by ``complete_many``.
+#: Outcomes recorded per complete.lua call by ``complete_many``.
 COMPLETE_BATCH = 500
 
 __all__ = ["RedisDependencies"]
@@ -56,29 +56,20 @@ class RedisDependencies(RedisInspection, Dependencies):
             return bool(self.client.exists(self.keys.dependency(*IN_USE_FLAG)))
 
     def _complete(self, task_id: str, succeeded: bool, detail: str) -> Completion:
-        """One complete.lua call, whatever the number of children (``detail`` is not
-        kept: the children's dead detail names the parent)."""
-        released, failed = self._run("complete", *self._complete_call(task_id, succeeded))
-        return Completion(released=int(released), failed=int(failed))
-
-    def _complete_call(self, task_id: str, succeeded: bool) -> tuple[list[str], list[Any]]:
-        """The KEYS and ARGV of complete.lua for one outcome."""
-        keys = [self.keys.dependency(kind, task_id) for kind in ("done", "children", "settled")]
-        ttl_ms = self._record_ttl_ms()
-        args = [self.keys.prefix, task_id, 1 if succeeded else 0, ttl_ms, *self._retention_args()]
-        return keys, args
+        return self._complete_many([(task_id, succeeded, detail)])
 
     def _complete_many(self, outcomes: list[tuple[str, bool, str]]) -> Completion:
-        """One complete.lua call per outcome, pipelined in batches (each atomic)."""
-        script = self.scripts.get("complete")
+        """One complete.lua call per batch of outcomes, whatever the number of children
+        (``detail`` is not kept: the children's dead detail names the parent)."""
         released = failed = 0
         for start in range(0, len(outcomes), COMPLETE_BATCH):
-            with translated(), self.client.pipeline(transaction=False) as pipe:
-                for task_id, succeeded, _ in outcomes[start : start + COMPLETE_BATCH]:
-                    keys, args = self._complete_call(task_id, succeeded)
-                    script(keys=keys, args=args, client=pipe)
-                for one_released, one_failed in pipe.execute():
-                    released, failed = released + int(one_released), failed + int(one_failed)
+            keys: list[str] = []
+            args: list[Any] = [self.keys.prefix, self._record_ttl_ms(), *self._retention_args()]
+            for task_id, succeeded, _ in outcomes[start : start + COMPLETE_BATCH]:
+                keys += [self.keys.dependency(kind, task_id) for kind in DEPENDENCY_KEYS]
+                args += [task_id, 1 if succeeded else 0]
+            one_released, one_failed = self._run("complete", keys, args)
+            released, failed = released + int(one_released), failed + int(one_failed)
         return Completion(released=released, failed=failed)
 
     def _dependency_info(self, task_id: str) -> DependencyInfo | None:
