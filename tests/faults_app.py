@@ -2,7 +2,8 @@
 
 Configured from the environment: TQ_BROKER_URL, TQ_LEASE_SECONDS, TQ_PREFETCH (the
 prefetch multiplier), TQ_BUSY_TIMEOUT_SECONDS (SQLite), TQ_JOURNAL (the file every task run is recorded in, independently
-of the broker) and TQ_WORKER (the name of the worker, recorded with each run).
+of the broker), TQ_WORKER (the name of the worker, recorded with each run) and
+TQ_EXTENSION (set: the app installs tq_celery_ext).
 Every task is acks_late, so a run cut short by a kill is redelivered.
 """
 
@@ -15,6 +16,7 @@ import time
 
 from celery import Celery
 
+import tq_celery_ext
 import tq_kombu  # noqa: F401
 
 app = Celery("faults_app")
@@ -28,6 +30,8 @@ app.conf.update(
     worker_prefetch_multiplier=int(os.environ.get("TQ_PREFETCH", "1")),
     task_acks_late=True,
 )
+if os.environ.get("TQ_EXTENSION"):
+    tq_celery_ext.install(app)
 
 
 def record(event: str, label: str) -> None:

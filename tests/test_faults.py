@@ -52,6 +52,8 @@ class Faults:
         self.workers: dict[str, Worker] = {}
         self.killed: set[str] = set()
         self.busy_timeout_seconds = 5.0
+        #: More environment for the workers (e.g. TQ_EXTENSION=1, see faults_app).
+        self.extra_env: dict[str, str] = {}
         #: When connections were cut (Unix time).
         self.faults: list[float] = []
         self._client: Celery | None = None
@@ -66,6 +68,7 @@ class Faults:
             "TQ_JOURNAL": str(self.journal),
             "TQ_WORKER": name,
             "PYTHONWARNINGS": "ignore",
+            **self.extra_env,
         }
 
     def worker(self, name: str, *args: str, prefetch: int = 1) -> Worker:
@@ -85,8 +88,10 @@ class Faults:
             self._client.conf.broker_transport_options = {"lease_seconds": self.lease_seconds}
         return self._client
 
-    def send(self, task: str, label: str, *args: float, queue: str = "celery") -> None:
-        self.client.send_task(f"{APP}.{task}", args=(label, *args), queue=queue)
+    def send(
+        self, task: str, label: str, *args: float, queue: str = "celery", **options: object
+    ) -> None:
+        self.client.send_task(f"{APP}.{task}", args=(label, *args), queue=queue, **options)
 
     def runs(self) -> list[tuple[str, str, str, str]]:
         """``(event, label, worker, unix time)`` of every start and end, in order."""
