@@ -146,3 +146,35 @@ def store(store_url: str) -> Iterator[Store]:
     opened = open_store(store_url)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def redis_owned(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone (it may be killed or restarted), keeping its
+    data across a restart (append-only file)."""
+    server = RedisServer(
+        tmp_path / "redis", appendonly=True, extra_args=("--enable-debug-command", "local")
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_faults(tmp_path: Path) -> Iterator[object]:
+    """``make(store_url, lease_seconds)``: a fault-injection run (see tests/faults.py),
+    its workers stopped and their logs' tails printed at the end."""
+    from .faults import Faults
+
+    made: list[Faults] = []
+
+    def make(store_url: str, lease_seconds: float) -> Faults:
+        faults = Faults(tmp_path, store_url, lease_seconds)
+        made.append(faults)
+        return faults
+
+    yield make
+    for faults in made:
+        faults.stop()
+        for name, worker in faults.workers.items():
+            print(f"--- {name}.log (tail)\n{worker.output()[-2000:]}")

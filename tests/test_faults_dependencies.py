@@ -9,7 +9,7 @@ import time
 import pytest
 
 from .conftest import RedisServer
-from .test_faults import POOLS, Faults, make_faults, redis_owned  # noqa: F401 (fixtures)
+from .faults import POOLS, Faults
 from .workers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
