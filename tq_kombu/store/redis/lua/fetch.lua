@@ -40,7 +40,8 @@ local SCAN_WINDOW = 100
 local now = now_ms()
 local nqueues = math.floor(#KEYS / QUEUE_KEY_COUNT)
 local limiting = #KEYS % QUEUE_KEY_COUNT == 1
-local now_us = limiting and lim.now_us() or 0
+-- definitions do not change during a fetch: each is read once
+if limiting then lim.defs = {} end
 local max_count = tonumber(ARGV[1])
 local consumer = ARGV[2]
 local lease_ms = tonumber(ARGV[3])
@@ -77,15 +78,21 @@ end
 settle_deaths(now)
 
 -- 2. the best ready candidate of a queue: {id, score} or nil for a plain message,
--- {id, score it competes at, lane, plan, ready score} for a limited one: a lane's head
--- competes at its priority and the later of its sequence and the lane's turn, so lanes
--- take turns with each other and with plain messages
+-- {id, score it competes at, lane, plan, ready score, clock (us) of the check, hand-outs
+-- of limited messages before the check} for a limited one: a lane's head competes at its
+-- priority and the later of its sequence and the lane's turn, so lanes take turns with
+-- each other and with plain messages
+local limited_handouts = 0
 local function plain_candidate(q)
   local ready = queues[q].ready
   if not skipping and not limiting then
     local top = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
     if #top == 0 then return nil end
     return {top[1], top[2]}
+  end
+  -- every ready message limited (the limited index is exact): nothing plain to look for
+  if limiting and redis.call('ZCARD', ready) <= redis.call('ZCARD', lim.limited_key(queues[q])) then
+    return nil
   end
   for offset = 0, SKIP_SCAN_LIMIT - 1, SCAN_WINDOW do
     local last = math.min(offset + SCAN_WINDOW, SKIP_SCAN_LIMIT) - 1
@@ -127,11 +134,12 @@ local function lane_candidate(q)
     elseif skipping and skip[(load_meta(Q, head[1]) or {}).t] then
       offset = offset + 1
     else
+      local now_us = lim.now_us()
       local admitted, plan, names = lim.check(Q, lane, now_us)
       if admitted then
         local turn = offset_of_score(redis.call('ZSCORE', lanes, lane))
         local at = ready_score(priority_of_score(score), math.max(offset_of_score(score), turn))
-        return {head[1], score_text(at), lane, plan, score}
+        return {head[1], score_text(at), lane, plan, score, now_us, limited_handouts}
       end
       lim.block(Q, lane, plan, names)
     end
@@ -139,8 +147,12 @@ local function lane_candidate(q)
   return nil
 end
 
+-- a queue's plain candidate is looked for once per fetch, and again only once it is
+-- handed out (false: none within the scan)
+local plains = {}
 local function candidate(q)
-  local plain = plain_candidate(q)
+  if plains[q] == nil then plains[q] = plain_candidate(q) or false end
+  local plain = plains[q] or nil
   if not limiting then return plain end
   local limited = lane_candidate(q)
   if plain and limited then
@@ -165,7 +177,8 @@ while delivered < max_count do
   if best == nil then break end
   local Q, id, lane = queues[best], candidates[best][1], candidates[best][3]
   local meta, why, kept = load_meta(Q, id)
-  local plan = candidates[best][4]
+  local plan, now_us = candidates[best][4], candidates[best][6]
+  if not lane then plains[best] = nil end
   if meta and meta.lm and not limiting then
     out[1] = 2 -- a limited message: the caller fetches again with the limits key
     break
@@ -176,15 +189,21 @@ while delivered < max_count do
     plan = nil
     lane = meta.lm
   elseif lane then
-    -- an earlier hand-out of this fetch may have used what the check saw
-    local admitted, wake_ms, names = lim.check(Q, lane, now_us)
-    if admitted then
-      plan = wake_ms
-      lim.unlane(Q, lane, id)
+    if candidates[best][7] ~= limited_handouts then
+      -- a limited hand-out since the check may have used what it saw: check again
+      now_us = lim.now_us()
+      local admitted, wake_ms, names = lim.check(Q, lane, now_us)
+      if admitted then
+        plan = wake_ms
+      else
+        lim.block(Q, lane, wake_ms, names)
+        plan = nil
+      end
+    end
+    if plan then
+      redis.call('ZREM', lim.lane_key(Q, lane), id)
       lim.place(Q, lane)
-    else
-      lim.block(Q, lane, wake_ms, names)
-      plan = nil
+      limited_handouts = limited_handouts + 1
     end
   end
   local ready_score_of = candidates[best][5] or candidates[best][2]
@@ -195,7 +214,7 @@ while delivered < max_count do
     bury_corrupt(Q, id, why, kept, now)
     died[best] = died[best] + 1
   else
-    ready_remove(Q, id, ready_score_of)
+    ready_remove(Q, id, ready_score_of, meta)
     meta.n = (meta.n or 0) + 1
     if taking then
       if lane then lim.start(Q, id, '', plan, now_us) end

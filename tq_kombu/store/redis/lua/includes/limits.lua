@@ -4,8 +4,9 @@
 -- Limits (see contract/limits.py): a message with limit tags keeps them in meta.lm (its
 -- lane id: the tags as JSON [[kind, name, key], ...]) and is indexed, while ready, in its
 -- lane as well as in the ready set. Under the queue's hash tag: lane:<lane id> (zset: ready
--- ids by ready score), limited (zset: the ids of every lane, so a fetch looks past them
--- cheaply; ids no longer ready may linger), lanes (zset: eligible lanes by head priority, then turn) and
+-- ids by ready score), limited (zset: the ready ids of every lane, exactly: every
+-- removal from ready drops them, so a fetch looks past them cheaply and, when it holds as
+-- many as ready, knows nothing plain is ready; a lane may keep ids no longer ready), lanes (zset: eligible lanes by head priority, then turn) and
 -- blocked (zset: lanes held back by a limit -> the time in ms every refusing limit may
 -- admit them; a freed slot or a changed definition wakes them sooner). Under
 -- {<prefix>:limits}: defs (hash: name -> JSON {k kind, i interval_us, t tolerance_us, s slots, o origin}), tat:<n>:<name>:<key>
@@ -40,13 +41,17 @@ function lim.tags(lane)
   return found
 end
 
--- lim.definition(P, name): the definition of a limit (its kind decides, not the tag's), or nil
+-- lim.definition(P, name): the definition of a limit (its kind decides, not the tag's), or
+-- nil; read once per script call when lim.defs is a table (a script that changes no
+-- definition, such as fetch, sets it)
 function lim.definition(P, name)
+  local cached = lim.defs and lim.defs[P .. '\0' .. name]
+  if cached ~= nil then return cached or nil end
   local raw = redis.call('HGET', lim.base(P) .. 'defs', name)
-  if not raw then return nil end
-  local ok, d = pcall(cjson.decode, raw)
-  if ok and type(d) == 'table' then return d end
-  return nil
+  local ok, d = pcall(cjson.decode, raw or 'null')
+  if not (ok and type(d) == 'table') then d = false end
+  if lim.defs then lim.defs[P .. '\0' .. name] = d end
+  return d or nil
 end
 
 -- lim.now_us(): the server's clock in whole microseconds
@@ -170,11 +175,13 @@ function lim.start(Q, id, token, plan, now_us)
     if not counted[step[4]] then
       counted[step[4]] = true
       local starts = lim.base(P) .. 'starts:' .. step[4]
-      redis.call('HINCRBY', starts, second, 1)
-      redis.call('EXPIRE', starts, lim.STARTS_KEPT_S)
-      if redis.call('HLEN', starts) > lim.STARTS_KEPT_S then
-        for _, field in ipairs(redis.call('HKEYS', starts)) do
-          if tonumber(field) < second - lim.STARTS_KEPT_S then redis.call('HDEL', starts, field) end
+      -- the expiry and the trim of old seconds: at the first start of each second
+      if redis.call('HINCRBY', starts, second, 1) == 1 then
+        redis.call('EXPIRE', starts, lim.STARTS_KEPT_S)
+        if redis.call('HLEN', starts) > lim.STARTS_KEPT_S then
+          for _, field in ipairs(redis.call('HKEYS', starts)) do
+            if tonumber(field) < second - lim.STARTS_KEPT_S then redis.call('HDEL', starts, field) end
+          end
         end
       end
     end
