@@ -94,3 +94,14 @@ def test_one_fetch_hands_out_several_messages_of_a_lane_under_a_rate_that_never_
         store.enqueue(Q, NewMessage(f"m{i}", b"body", 5, task_name="t", limits=(tag,)))
     assert fetched(store) == [f"m{i}" for i in range(5)]
     assert indexed(store) == set()
+
+
+def test_acking_a_message_started_under_rate_limits_only_touches_no_slot_set(
+    store: RedisStore,
+) -> None:
+    store.enqueue(Q, slow("first"))
+    (delivery,) = store.fetch([Q], 10, "me", 60, 5).deliveries
+    store.client.config_resetstat()
+    assert store.ack(delivery.lease)
+    stats = store.client.info("commandstats")
+    assert "cmdstat_srem" not in stats and "cmdstat_sadd" not in stats

@@ -41,7 +41,11 @@ local now = now_ms()
 local nqueues = math.floor(#KEYS / QUEUE_KEY_COUNT)
 local limiting = #KEYS % QUEUE_KEY_COUNT == 1
 -- definitions do not change during a fetch: each is read once
-if limiting then lim.defs = {} end
+-- TATs and start counts are written once per key, at the end (see lim.defer)
+if limiting then
+  lim.defs = {}
+  lim.defer()
+end
 local max_count = tonumber(ARGV[1])
 local consumer = ARGV[2]
 local lease_ms = tonumber(ARGV[3])
@@ -230,7 +234,8 @@ while delivered < max_count do
       died[best] = died[best] + 1
     else
       meta.l = consumer .. ':' .. meta.n
-      if lane then lim.start(Q, id, meta.l, plan, now_us) end
+      -- ns: it holds no slot, so settling it frees nothing (see lim.release)
+      if lane then meta.ns = (not lim.start(Q, id, meta.l, plan, now_us)) or nil end
       redis.call('ZADD', Q.inflight, now + lease_ms, id)
       local body = redis.call('HGET', Q.bodies, id)
       for _, v in ipairs({best - 1, id, body or '', meta.p, meta.n, meta.l, meta.c or 0}) do
@@ -279,5 +284,6 @@ for q = 1, nqueues do
   end
 end
 trim_cascaded(now, kept_ms, max_kept)
+lim.flush()
 if next_due then out[2] = next_due end
 return out

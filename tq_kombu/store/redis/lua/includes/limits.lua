@@ -123,7 +123,8 @@ function lim.check(Q, lane, now_us)
     local d = type(name) == 'string' and type(key) == 'string' and lim.definition(P, name)
     if d and d.k == 'rate' then
       local tat_key = lim.state_key(P, 'tat', name, key)
-      local tat = tonumber(redis.call('GET', tat_key) or '')
+      local tat = lim.pending and lim.pending.tats[tat_key]
+      if tat == nil then tat = tonumber(redis.call('GET', tat_key) or '') end
       -- a TAT beyond what this rate could produce is an older, slower rate's: cap it
       if tat then tat = math.min(tat, now_us + d.i + d.t) end
       local base = (tat and tat > now_us) and tat or now_us
@@ -160,32 +161,63 @@ function lim.block(Q, lane, wake_ms, names)
   end
 end
 
+-- lim.defer(): from now on, lim.start keeps new TATs and start counts in this script call
+-- (lim.check reads them there) until lim.flush writes each key once (a fetch hands out
+-- several messages of one lane: one write per key, not per start).
+function lim.defer() lim.pending = {tats = {}, starts = {}} end
+
 -- lim.start(Q, id, token, plan, now_us): write a start: new TATs, slots (token "" = taken
--- without a lease: no slot), the per-second start counters.
+-- without a lease: no slot), the per-second start counters. Returns whether it took a slot.
 function lim.start(Q, id, token, plan, now_us)
   local P = prefix_of(Q)
   local second = math.floor(now_us / 1000000)
-  local counted = {}
+  local counted, took = {}, false
   for _, step in ipairs(plan) do
     if step[1] == 'rate' then
-      redis.call('SET', step[2], string.format('%.0f', step[3]), 'PXAT', math.floor((step[3] + 999) / 1000))
+      if lim.pending then lim.pending.tats[step[2]] = step[3] else lim.write_tat(step[2], step[3]) end
     elseif token ~= '' then
       redis.call('SADD', step[2], lim.holder(Q, id, token))
+      took = true
     end
     if not counted[step[4]] then
       counted[step[4]] = true
       local starts = lim.base(P) .. 'starts:' .. step[4]
-      -- the expiry and the trim of old seconds: at the first start of each second
-      if redis.call('HINCRBY', starts, second, 1) == 1 then
-        redis.call('EXPIRE', starts, lim.STARTS_KEPT_S)
-        if redis.call('HLEN', starts) > lim.STARTS_KEPT_S then
-          for _, field in ipairs(redis.call('HKEYS', starts)) do
-            if tonumber(field) < second - lim.STARTS_KEPT_S then redis.call('HDEL', starts, field) end
-          end
-        end
+      if lim.pending then
+        local field = starts .. '\0' .. second
+        local counts = lim.pending.starts
+        counts[field] = counts[field] or {starts, second, 0}
+        counts[field][3] = counts[field][3] + 1
+      else
+        lim.count_starts(starts, second, 1)
       end
     end
   end
+  return took
+end
+
+-- lim.write_tat(key, tat_us): store a TAT, expiring at its value.
+function lim.write_tat(key, tat_us)
+  redis.call('SET', key, string.format('%.0f', tat_us), 'PXAT', math.floor((tat_us + 999) / 1000))
+end
+
+-- lim.count_starts(starts, second, n): n more starts in that Unix second; the expiry and
+-- the trim of old seconds at the first starts of each second.
+function lim.count_starts(starts, second, n)
+  if redis.call('HINCRBY', starts, second, n) ~= n then return end
+  redis.call('EXPIRE', starts, lim.STARTS_KEPT_S)
+  if redis.call('HLEN', starts) > lim.STARTS_KEPT_S then
+    for _, field in ipairs(redis.call('HKEYS', starts)) do
+      if tonumber(field) < second - lim.STARTS_KEPT_S then redis.call('HDEL', starts, field) end
+    end
+  end
+end
+
+-- lim.flush(): write what lim.defer kept, once per key.
+function lim.flush()
+  if not lim.pending then return end
+  for key, tat_us in pairs(lim.pending.tats) do lim.write_tat(key, tat_us) end
+  for _, count in pairs(lim.pending.starts) do lim.count_starts(count[1], count[2], count[3]) end
+  lim.pending = nil
 end
 
 -- lim.wake_waiters(P, name): lanes blocked on a limit become due now, their consumers woken.
@@ -205,7 +237,8 @@ end
 -- lim.release(Q, id, meta, token): a lease of a limited message ended (settled or
 -- expired): free its slots and wake the lanes waiting on them. Nothing for a plain one.
 function lim.release(Q, id, meta, token)
-  if type(meta.lm) ~= 'string' or not token then return end
+  -- ns: started holding no slot (rate limits only, see fetch)
+  if type(meta.lm) ~= 'string' or not token or meta.ns then return end
   local P = prefix_of(Q)
   local holder = lim.holder(Q, id, token)
   for _, tag in ipairs(lim.tags(meta.lm)) do
