@@ -41,9 +41,10 @@ local now = now_ms()
 local nqueues = math.floor(#KEYS / QUEUE_KEY_COUNT)
 local limiting = #KEYS % QUEUE_KEY_COUNT == 1
 -- definitions do not change during a fetch: each is read once
--- TATs and start counts are written once per key, at the end (see lim.defer)
+-- TATs and start counts are written once per key, at the end (see lim.defer); the heads
+-- of the lanes it places are remembered (see lim.place)
 if limiting then
-  lim.defs = {}
+  lim.defs, lim.heads = {}, {}
   lim.defer()
 end
 local max_count = tonumber(ARGV[1])
@@ -128,22 +129,21 @@ local function lane_candidate(q)
     local first = redis.call('ZRANGE', lanes, offset, offset)
     if #first == 0 then return nil end
     local lane = first[1]
-    local head = redis.call('ZRANGE', lim.lane_key(Q, lane), 0, 0)
-    local score = #head > 0 and redis.call('ZSCORE', Q.ready, head[1])
-    if #head == 0 then
+    local head, turn = lim.head(Q, lane)
+    local score = head and redis.call('ZSCORE', Q.ready, head)
+    if not head then
       redis.call('ZREM', lanes, lane)
     elseif not score then
-      lim.unlane(Q, lane, head[1])
+      lim.unlane(Q, lane, head)
       lim.place(Q, lane)
-    elseif skipping and skip[(load_meta(Q, head[1]) or {}).t] then
+    elseif skipping and skip[(load_meta(Q, head) or {}).t] then
       offset = offset + 1
     else
       local now_us = lim.now_us()
       local admitted, plan, names = lim.check(Q, lane, now_us)
       if admitted then
-        local turn = offset_of_score(redis.call('ZSCORE', lanes, lane))
         local at = ready_score(priority_of_score(score), math.max(offset_of_score(score), turn))
-        return {head[1], score_text(at), lane, plan, score, now_us, limited_handouts}
+        return {head, score_text(at), lane, plan, score, now_us, limited_handouts}
       end
       lim.block(Q, lane, plan, names)
     end

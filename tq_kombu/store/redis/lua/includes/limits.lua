@@ -62,19 +62,34 @@ end
 
 -- lim.place(Q, lane): index a lane among the eligible ones by its head's priority, at
 -- the back of that priority (a new turn); an empty lane is dropped.
+-- Within a fetch (lim.heads a table), what it placed is remembered: lim.head reads it.
 function lim.place(Q, lane)
-  local head = redis.call('ZRANGE', lim.lane_key(Q, lane), 0, 0, 'WITHSCORES')
+  local key = lim.lane_key(Q, lane)
+  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if #head == 0 then
     redis.call('ZREM', lim.lanes_key(Q), lane)
+    if lim.heads then lim.heads[key] = nil end
     return
   end
   local turn = redis.call('INCR', Q.seq)
   redis.call('ZADD', lim.lanes_key(Q), score_text(ready_score(priority_of_score(head[2]), turn)), lane)
+  if lim.heads then lim.heads[key] = {head[1], turn} end
+end
+
+-- lim.head(Q, lane): the id at the head of an eligible lane (or nil) and the lane's turn.
+function lim.head(Q, lane)
+  local key = lim.lane_key(Q, lane)
+  local known = lim.heads and lim.heads[key]
+  if known then return known[1], known[2] end
+  local head = redis.call('ZRANGE', key, 0, 0)
+  if #head == 0 then return nil, nil end
+  return head[1], offset_of_score(redis.call('ZSCORE', lim.lanes_key(Q), lane))
 end
 
 -- lim.put(Q, lane, id, score): a message of the lane became ready with that ready score.
 function lim.put(Q, lane, id, score)
   local key = lim.lane_key(Q, lane)
+  if lim.heads then lim.heads[key] = nil end
   redis.call('ZADD', key, score, id)
   redis.call('ZADD', lim.limited_key(Q), score, id)
   if redis.call('ZSCORE', lim.blocked_key(Q), lane) then return end
@@ -86,6 +101,7 @@ end
 
 -- lim.unlane(Q, lane, id): a message leaves its lane (handed out, or found no longer ready).
 function lim.unlane(Q, lane, id)
+  if lim.heads then lim.heads[lim.lane_key(Q, lane)] = nil end
   redis.call('ZREM', lim.lane_key(Q, lane), id)
   redis.call('ZREM', lim.limited_key(Q), id)
 end
