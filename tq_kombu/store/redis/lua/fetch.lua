@@ -36,7 +36,7 @@
 --@include "cascade_retention"
 --@include "limits"
 local SKIP_SCAN_LIMIT = @SKIP_SCAN_LIMIT@
-local SCAN_WINDOW = 100
+local SCAN_WINDOW, FIRST_WINDOW = 100, 8
 local now = now_ms()
 local nqueues = math.floor(#KEYS / QUEUE_KEY_COUNT)
 local limiting = #KEYS % QUEUE_KEY_COUNT == 1
@@ -99,9 +99,12 @@ local function plain_candidate(q)
   if limiting and redis.call('ZCARD', ready) <= redis.call('ZCARD', lim.limited_key(queues[q])) then
     return nil
   end
-  for offset = 0, SKIP_SCAN_LIMIT - 1, SCAN_WINDOW do
-    local last = math.min(offset + SCAN_WINDOW, SKIP_SCAN_LIMIT) - 1
-    local window = redis.call('ZRANGE', ready, offset, last, 'WITHSCORES')
+  -- a first small window: a plain message is usually near the front
+  local first, size = 0, FIRST_WINDOW
+  while first < SKIP_SCAN_LIMIT do
+    local last = math.min(first + size, SKIP_SCAN_LIMIT) - 1
+    local window = redis.call('ZRANGE', ready, first, last, 'WITHSCORES')
+    first, size = last + 1, SCAN_WINDOW
     if #window == 0 then return nil end
     local in_lane = {}
     if limiting then
