@@ -40,11 +40,11 @@ local SCAN_WINDOW, FIRST_WINDOW = 100, 8
 local now = now_ms()
 local nqueues = math.floor(#KEYS / QUEUE_KEY_COUNT)
 local limiting = #KEYS % QUEUE_KEY_COUNT == 1
--- definitions do not change during a fetch: each is read once
+-- definitions do not change during a fetch: each is read (and each lane decoded) once
 -- TATs and start counts are written once per key, at the end (see lim.defer); the heads
 -- of the lanes it places are remembered (see lim.place)
 if limiting then
-  lim.defs, lim.heads = {}, {}
+  lim.memo, lim.heads = {}, {}
   lim.defer()
 end
 local max_count = tonumber(ARGV[1])

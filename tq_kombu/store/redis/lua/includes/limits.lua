@@ -29,6 +29,8 @@ function lim.holder(Q, id, token) return queue_of(Q) .. '\0' .. id .. '\0' .. to
 
 -- lim.tags(lane): the well-formed tags ({kind, name, key}) of a lane id; others limit nothing
 function lim.tags(lane)
+  local known = lim.memo and lim.memo['t\0' .. lane]
+  if known then return known end
   local ok, tags = pcall(cjson.decode, lane)
   local found = {}
   if ok and type(tags) == 'table' then
@@ -38,19 +40,20 @@ function lim.tags(lane)
       end
     end
   end
+  if lim.memo then lim.memo['t\0' .. lane] = found end
   return found
 end
 
 -- lim.definition(P, name): the definition of a limit (its kind decides, not the tag's), or
--- nil; read once per script call when lim.defs is a table (a script that changes no
--- definition, such as fetch, sets it)
+-- nil; read once per script call when lim.memo is a table (a script that changes no
+-- definition, such as fetch, sets it; lim.tags keeps there what it decoded too)
 function lim.definition(P, name)
-  local cached = lim.defs and lim.defs[P .. '\0' .. name]
+  local cached = lim.memo and lim.memo['d\0' .. P .. '\0' .. name]
   if cached ~= nil then return cached or nil end
   local raw = redis.call('HGET', lim.base(P) .. 'defs', name)
   local ok, d = pcall(cjson.decode, raw or 'null')
   if not (ok and type(d) == 'table') then d = false end
-  if lim.defs then lim.defs[P .. '\0' .. name] = d end
+  if lim.memo then lim.memo['d\0' .. P .. '\0' .. name] = d end
   return d or nil
 end
 
