@@ -105,3 +105,16 @@ def test_acking_a_message_started_under_rate_limits_only_touches_no_slot_set(
     assert store.ack(delivery.lease)
     stats = store.client.info("commandstats")
     assert "cmdstat_srem" not in stats and "cmdstat_sadd" not in stats
+
+
+def test_ids_an_earlier_version_left_in_the_index_are_dropped_and_hide_no_plain_message(
+    store: RedisStore,
+) -> None:
+    store.enqueue(Q, slow("first"))
+    store.enqueue(Q, slow("held"))
+    assert fetched(store) == ["first"]
+    # an earlier tq left ids of messages no longer ready in the index
+    store.client.zadd(INDEX, {"gone-1": 1, "gone-2": 2})
+    store.enqueue(Q, NewMessage("plain", b"body", 5, task_name="t"))
+    assert fetched(store) == ["plain"]
+    assert indexed(store) == {"held"}

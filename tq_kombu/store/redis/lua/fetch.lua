@@ -95,9 +95,12 @@ local function plain_candidate(q)
     if #top == 0 then return nil end
     return {top[1], top[2]}
   end
-  -- every ready message limited (the limited index is exact): nothing plain to look for
-  if limiting and redis.call('ZCARD', ready) <= redis.call('ZCARD', lim.limited_key(queues[q])) then
-    return nil
+  -- every ready message limited (the limited index is exact): nothing plain to look for;
+  -- an index larger than ready holds ids an earlier tq left there: dropped
+  if limiting then
+    local nready, nlimited = redis.call('ZCARD', ready), redis.call('ZCARD', lim.limited_key(queues[q]))
+    if nlimited > nready then nlimited = lim.prune_limited(queues[q]) end
+    if nready <= nlimited then return nil end
   end
   -- a first small window: a plain message is usually near the front
   local first, size = 0, FIRST_WINDOW

@@ -109,6 +109,26 @@ function lim.unlane(Q, lane, id)
   redis.call('ZREM', lim.limited_key(Q), id)
 end
 
+-- lim.prune_limited(Q): drop from the limited index the ids no longer ready (left by an
+-- earlier tq, which kept it loosely); returns how many ids it keeps.
+function lim.prune_limited(Q)
+  local key, offset = lim.limited_key(Q), 0
+  while true do
+    local ids = redis.call('ZRANGE', key, offset, offset + 99)
+    if #ids == 0 then break end
+    local scores = redis.call('ZMSCORE', Q.ready, unpack(ids))
+    local kept = #ids
+    for j, id in ipairs(ids) do
+      if not scores[j] then
+        redis.call('ZREM', key, id)
+        kept = kept - 1
+      end
+    end
+    offset = offset + kept
+  end
+  return redis.call('ZCARD', key)
+end
+
 -- lim.live_slots(P, key, now): the holders of a slot set whose lease still holds (others,
 -- left by a message deleted while leased or a lease run out, are dropped); returns how
 -- many remain and the earliest of their lease deadlines (ms), when a slot frees at the latest.
