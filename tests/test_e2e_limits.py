@@ -176,8 +176,14 @@ def test_a_concurrency_of_two_holds_over_four_worker_slots(cluster: Cluster) -> 
     assert most_overlapping(cluster, prefix) == 2
     starts = [at for _, at in cluster.events(prefix)]
     assert starts[-1] - starts[0] >= 3 * 0.4
-    status = cluster.control.status("pair")
-    assert status is not None and sum(k.running for k in status.keys) == 0
+    # and both slots free once the last two are acknowledged (just after their end line)
+
+    def running() -> int:
+        status = cluster.control.status("pair")
+        assert status is not None
+        return sum(k.running for k in status.keys)
+
+    wait_for(lambda: running() == 0, 10, "the slots of pair to free")
 
 
 def test_keys_take_turns_under_a_shared_concurrency(cluster: Cluster) -> None:

@@ -36,11 +36,17 @@
 --@include "cascade_retention"
 --@include "limits"
 local SKIP_SCAN_LIMIT = @SKIP_SCAN_LIMIT@
-local SCAN_WINDOW = 100
+local SCAN_WINDOW, FIRST_WINDOW = 100, 8
 local now = now_ms()
 local nqueues = math.floor(#KEYS / QUEUE_KEY_COUNT)
 local limiting = #KEYS % QUEUE_KEY_COUNT == 1
-local now_us = limiting and lim.now_us() or 0
+-- definitions do not change during a fetch: each is read (and each lane decoded) once
+-- TATs and start counts are written once per key, at the end (see lim.defer); the heads
+-- of the lanes it places are remembered (see lim.place)
+if limiting then
+  lim.memo, lim.heads = {}, {}
+  lim.defer()
+end
 local max_count = tonumber(ARGV[1])
 local consumer = ARGV[2]
 local lease_ms = tonumber(ARGV[3])
@@ -77,9 +83,11 @@ end
 settle_deaths(now)
 
 -- 2. the best ready candidate of a queue: {id, score} or nil for a plain message,
--- {id, score it competes at, lane, plan, ready score} for a limited one: a lane's head
--- competes at its priority and the later of its sequence and the lane's turn, so lanes
--- take turns with each other and with plain messages
+-- {id, score it competes at, lane, plan, ready score, clock (us) of the check, hand-outs
+-- of limited messages before the check} for a limited one: a lane's head competes at its
+-- priority and the later of its sequence and the lane's turn, so lanes take turns with
+-- each other and with plain messages
+local limited_handouts = 0
 local function plain_candidate(q)
   local ready = queues[q].ready
   if not skipping and not limiting then
@@ -87,9 +95,19 @@ local function plain_candidate(q)
     if #top == 0 then return nil end
     return {top[1], top[2]}
   end
-  for offset = 0, SKIP_SCAN_LIMIT - 1, SCAN_WINDOW do
-    local last = math.min(offset + SCAN_WINDOW, SKIP_SCAN_LIMIT) - 1
-    local window = redis.call('ZRANGE', ready, offset, last, 'WITHSCORES')
+  -- every ready message limited (the limited index is exact): nothing plain to look for;
+  -- an index larger than ready holds ids an earlier tq left there: dropped
+  if limiting then
+    local nready, nlimited = redis.call('ZCARD', ready), redis.call('ZCARD', lim.limited_key(queues[q]))
+    if nlimited > nready then nlimited = lim.prune_limited(queues[q]) end
+    if nready <= nlimited then return nil end
+  end
+  -- a first small window: a plain message is usually near the front
+  local first, size = 0, FIRST_WINDOW
+  while first < SKIP_SCAN_LIMIT do
+    local last = math.min(first + size, SKIP_SCAN_LIMIT) - 1
+    local window = redis.call('ZRANGE', ready, first, last, 'WITHSCORES')
+    first, size = last + 1, SCAN_WINDOW
     if #window == 0 then return nil end
     local in_lane = {}
     if limiting then
@@ -117,21 +135,21 @@ local function lane_candidate(q)
     local first = redis.call('ZRANGE', lanes, offset, offset)
     if #first == 0 then return nil end
     local lane = first[1]
-    local head = redis.call('ZRANGE', lim.lane_key(Q, lane), 0, 0)
-    local score = #head > 0 and redis.call('ZSCORE', Q.ready, head[1])
-    if #head == 0 then
+    local head, turn = lim.head(Q, lane)
+    local score = head and redis.call('ZSCORE', Q.ready, head)
+    if not head then
       redis.call('ZREM', lanes, lane)
     elseif not score then
-      lim.unlane(Q, lane, head[1])
+      lim.unlane(Q, lane, head)
       lim.place(Q, lane)
-    elseif skipping and skip[(load_meta(Q, head[1]) or {}).t] then
+    elseif skipping and skip[(load_meta(Q, head) or {}).t] then
       offset = offset + 1
     else
+      local now_us = lim.now_us()
       local admitted, plan, names = lim.check(Q, lane, now_us)
       if admitted then
-        local turn = offset_of_score(redis.call('ZSCORE', lanes, lane))
         local at = ready_score(priority_of_score(score), math.max(offset_of_score(score), turn))
-        return {head[1], score_text(at), lane, plan, score}
+        return {head, score_text(at), lane, plan, score, now_us, limited_handouts}
       end
       lim.block(Q, lane, plan, names)
     end
@@ -139,8 +157,12 @@ local function lane_candidate(q)
   return nil
 end
 
+-- a queue's plain candidate is looked for once per fetch, and again only once it is
+-- handed out (false: none within the scan)
+local plains = {}
 local function candidate(q)
-  local plain = plain_candidate(q)
+  if plains[q] == nil then plains[q] = plain_candidate(q) or false end
+  local plain = plains[q] or nil
   if not limiting then return plain end
   local limited = lane_candidate(q)
   if plain and limited then
@@ -165,7 +187,8 @@ while delivered < max_count do
   if best == nil then break end
   local Q, id, lane = queues[best], candidates[best][1], candidates[best][3]
   local meta, why, kept = load_meta(Q, id)
-  local plan = candidates[best][4]
+  local plan, now_us = candidates[best][4], candidates[best][6]
+  if not lane then plains[best] = nil end
   if meta and meta.lm and not limiting then
     out[1] = 2 -- a limited message: the caller fetches again with the limits key
     break
@@ -176,15 +199,21 @@ while delivered < max_count do
     plan = nil
     lane = meta.lm
   elseif lane then
-    -- an earlier hand-out of this fetch may have used what the check saw
-    local admitted, wake_ms, names = lim.check(Q, lane, now_us)
-    if admitted then
-      plan = wake_ms
-      lim.unlane(Q, lane, id)
+    if candidates[best][7] ~= limited_handouts then
+      -- a limited hand-out since the check may have used what it saw: check again
+      now_us = lim.now_us()
+      local admitted, wake_ms, names = lim.check(Q, lane, now_us)
+      if admitted then
+        plan = wake_ms
+      else
+        lim.block(Q, lane, wake_ms, names)
+        plan = nil
+      end
+    end
+    if plan then
+      redis.call('ZREM', lim.lane_key(Q, lane), id)
       lim.place(Q, lane)
-    else
-      lim.block(Q, lane, wake_ms, names)
-      plan = nil
+      limited_handouts = limited_handouts + 1
     end
   end
   local ready_score_of = candidates[best][5] or candidates[best][2]
@@ -195,7 +224,7 @@ while delivered < max_count do
     bury_corrupt(Q, id, why, kept, now)
     died[best] = died[best] + 1
   else
-    ready_remove(Q, id, ready_score_of)
+    ready_remove(Q, id, ready_score_of, meta)
     meta.n = (meta.n or 0) + 1
     if taking then
       if lane then lim.start(Q, id, '', plan, now_us) end
@@ -211,7 +240,8 @@ while delivered < max_count do
       died[best] = died[best] + 1
     else
       meta.l = consumer .. ':' .. meta.n
-      if lane then lim.start(Q, id, meta.l, plan, now_us) end
+      -- ns: it holds no slot, so settling it frees nothing (see lim.release)
+      if lane then meta.ns = (not lim.start(Q, id, meta.l, plan, now_us)) or nil end
       redis.call('ZADD', Q.inflight, now + lease_ms, id)
       local body = redis.call('HGET', Q.bodies, id)
       for _, v in ipairs({best - 1, id, body or '', meta.p, meta.n, meta.l, meta.c or 0}) do
@@ -260,5 +290,6 @@ for q = 1, nqueues do
   end
 end
 trim_cascaded(now, kept_ms, max_kept)
+lim.flush()
 if next_due then out[2] = next_due end
 return out

@@ -1,5 +1,6 @@
 -- A message's metadata (hash meta: id -> JSON): p priority, n delivery count, t task
--- name, i task id, c first seen (ms), e eta (ms), l lease token; when dead: r reason,
+-- name, i task id, c first seen (ms), e eta (ms), l lease token, lm limit lane and ns
+-- (started under limits holding no slot: see includes/limits); when dead: r reason,
 -- x detail, f sealed failure (base64), h hostname, d dead at (ms), a attempts.
 
 -- decode_meta(raw): the record as a table, or nil when it is missing or not a JSON object.
