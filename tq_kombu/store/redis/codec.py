@@ -10,7 +10,7 @@ import base64
 import json
 from typing import Any
 
-from ..model import DeadLetter, LimitTag, MessageInfo, NewMessage, State
+from ..model import DeadLetter, LimitTag, MessageInfo, NewMessage, State, lease_holder
 
 __all__ = [
     "CORRUPT_META",
@@ -133,4 +133,5 @@ def describe(queue: str, message_id: str, state: State, raw: bytes | None) -> Me
         dead_at=number("d", 1000),
         hostname=text("h") or None,
         attempts=None if attempts is None else int(attempts),
+        held_by=lease_holder(meta.get("l")) if state == State.INFLIGHT else None,
     )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..model import DeadReason, MessageInfo, RetentionPolicy, State
+from ..model import DeadReason, MessageInfo, RetentionPolicy, State, lease_holder
 
 __all__ = [
     "INFO_COLUMNS",
@@ -33,7 +33,7 @@ __all__ = [
 #: The columns :func:`message_info` reads, in its order.
 INFO_COLUMNS = (
     "queue, id, state, priority, delivery_count, task_name, task_id, eta, dead_reason, "
-    "dead_detail, created_at, dead_at, hostname, attempts"
+    "dead_detail, created_at, dead_at, hostname, attempts, lease_token"
 )
 #: The states of a message not handed out yet.
 QUEUED = "('ready', 'delayed', 'waiting')"
@@ -67,7 +67,7 @@ def message_info(row: Sequence[Any]) -> MessageInfo:
     wrong type reads as unknown (the next fetch of a queued one sets it aside as
     corrupt), never as an error."""
     queue, message_id, state, priority, count, task_name, task_id, eta, reason, detail = row[:10]
-    created_at, dead_at, hostname, attempts = row[10:]
+    created_at, dead_at, hostname, attempts, lease_token = row[10:15]
     try:
         known_state = State(state)
     except ValueError:
@@ -87,6 +87,7 @@ def message_info(row: Sequence[Any]) -> MessageInfo:
         dead_at=float(dead_at) if is_number(dead_at) else None,
         hostname=None if hostname is None else str(hostname) or None,
         attempts=None if attempts is None else int_or(attempts, 0),
+        held_by=lease_holder(lease_token) if known_state == State.INFLIGHT else None,
     )
 
 
