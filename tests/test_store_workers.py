@@ -98,9 +98,7 @@ def test_an_in_flight_message_names_the_consumer_holding_its_lease(store: Store)
     assert store.info("default", "held") == replace(
         store.info("default", "held"), state=State.INFLIGHT, held_by="c0ffee"
     )
-    assert [m.held_by for m in store.list_messages("default", State.INFLIGHT, 0, 10)] == [
-        "c0ffee"
-    ]
+    assert [m.held_by for m in store.list_messages("default", State.INFLIGHT, 0, 10)] == ["c0ffee"]
     found = store.find_task("default", "task-held")
     assert found is not None and found.held_by == "c0ffee"
     # a message not in flight is held by nobody

@@ -30,9 +30,7 @@ class Workers(ABC):
         """Record that ``worker`` is alive for the next ``ttl_seconds``, with ``info``;
         once expired, its beat is listed as lost for ``keep_seconds`` more."""
         keep = checked_seconds(keep_seconds, "keep_seconds", allow_zero=True)
-        self._heartbeat(
-            str(worker), checked_seconds(ttl_seconds, "ttl_seconds"), dict(info), keep
-        )
+        self._heartbeat(str(worker), checked_seconds(ttl_seconds, "ttl_seconds"), dict(info), keep)
 
     def workers(self, include_lost: bool = False) -> list[WorkerBeat]:
         """Workers whose last heartbeat has not expired, by name; with ``include_lost``,

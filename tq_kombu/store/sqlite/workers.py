@@ -23,9 +23,7 @@ class SQLiteWorkers(UsesDatabase, Workers):
         encoded = json.dumps(info, default=str, sort_keys=True)
         expires_at = now + ttl_seconds
         with self.db.write("heartbeat") as conn:
-            conn.execute(
-                "DELETE FROM workers WHERE COALESCE(kept_until, expires_at) <= ?", (now,)
-            )
+            conn.execute("DELETE FROM workers WHERE COALESCE(kept_until, expires_at) <= ?", (now,))
             conn.execute(
                 "INSERT INTO workers (worker, seen_at, expires_at, info, kept_until) "
                 "VALUES (?, ?, ?, ?, ?) "
