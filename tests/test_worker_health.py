@@ -1,0 +1,203 @@
+"""Worker health end to end: real ``celery worker`` processes beat into the store,
+``tq workers`` lists them, a kill -9'd one is lost within 3 beats, and ``tq show`` and
+``tq ls --state inflight`` name the worker holding a message."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from tq_celery_ext.worker.heartbeat import MISSED_BEATS, Heartbeat
+
+from .conftest import free_port
+from .workers import Journal, Worker, run_celery, wait_for
+
+pytestmark = pytest.mark.e2e
+
+APP = "tests.health_app"
+BEAT = 0.5
+FAST = ("--without-mingle", "--without-gossip", "--without-heartbeat")
+
+
+class Health:
+    """One test's broker, journal and workers; workers are stopped at the end."""
+
+    def __init__(self, store_url: str, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.journal = Journal(tmp_path / "journal.txt")
+        self.env = {
+            **os.environ,
+            "TQ_BROKER_URL": f"tq+{store_url}",
+            "TQ_JOURNAL": str(self.journal.path),
+            "TQ_HEARTBEAT_SECONDS": str(BEAT),
+            "PYTHONWARNINGS": "ignore",
+        }
+        self.workers: list[Worker] = []
+
+    def worker(self, name: str, *args: str) -> Worker:
+        worker = Worker(APP, self.env, self.tmp_path / f"{name}.log")
+        self.workers.append(worker)
+        return worker.start("-n", f"{name}@%h", *FAST, *args)
+
+    def tq(self, *args: str) -> str:
+        done = run_celery(APP, self.env, "tq", *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def tq_json(self, *args: str) -> Any:
+        return json.loads(self.tq(*args, "--json"))
+
+    def by_host(self) -> dict[str, list[dict[str, Any]]]:
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for row in self.tq_json("workers"):
+            rows.setdefault(row["hostname"].split("@")[0], []).append(row)
+        return rows
+
+    def publish(self, queue: str, label: str) -> str:
+        """A task that runs for a minute on a worker of ``queue``; its task id."""
+        os.environ.update({k: self.env[k] for k in ("TQ_BROKER_URL", "TQ_JOURNAL")})
+        from tests import health_app
+
+        health_app.app.close()
+        health_app.app.amqp._producer_pool = None
+        health_app.app.conf.broker_url = self.env["TQ_BROKER_URL"]
+        return str(health_app.hold.apply_async((label, 60), queue=queue).id)
+
+
+@pytest.fixture
+def health(store_url: str, tmp_path: Path) -> Iterator[Health]:
+    current = Health(store_url, tmp_path)
+    yield current
+    for worker in current.workers:
+        worker.stop()
+
+
+def test_tq_workers_lists_live_workers_names_their_tasks_holders_and_marks_a_killed_one_lost(
+    health: Health,
+) -> None:
+    # Given a prefork worker (one child) and a solo worker on its own queue
+    health.worker("pre", "-P", "prefork", "-c", "1")
+    solo = health.worker("solo", "-P", "solo", "-Q", "solo")
+    wait_for(
+        lambda: {h: len(rows) for h, rows in health.by_host().items()} == {"pre": 2, "solo": 1},
+        10,
+        "a beat from each process of both workers",
+    )
+    rows = health.by_host()
+    pre = {row["role"]: row for row in rows["pre"]}
+    [solo_row] = rows["solo"]
+    # Then both are live, with what each process says of itself
+    assert {r["state"] for r in [*rows["pre"], solo_row]} == {"live"}
+    assert (pre["main"]["pool"], pre["child"]["pool"], solo_row["pool"]) == (
+        "prefork",
+        "prefork",
+        "solo",
+    )
+    assert pre["child"]["parent_pid"] == pre["main"]["pid"]
+    assert pre["main"]["queues"] == ["celery"] and solo_row["queues"] == ["solo"]
+    assert solo_row["pid"] == solo.process.pid  # type: ignore[union-attr]
+    for row in (pre["main"], pre["child"], solo_row):
+        assert row["rss_bytes"] > 10_000_000
+        assert (row["tasks_done"], row["tasks_failed"], row["recycles"]) == (0, 0, 0)
+        assert row["current"] == [] and row["last_seen_age_seconds"] < 3 * BEAT
+    table = health.tq("workers").splitlines()
+    assert table[0].split() == [
+        "worker", "pid", "role", "state", "pool", "queues", "rss", "done", "failed",
+        "recycles", "running", "last", "seen",
+    ]  # fmt: skip
+    assert sorted(line.split()[:4] for line in table[1:]) == sorted(
+        [
+            [pre["main"]["hostname"], str(pre["main"]["pid"]), "main", "live"],
+            [pre["child"]["hostname"], str(pre["child"]["pid"]), "child", "live"],
+            [solo_row["hostname"], str(solo_row["pid"]), "main", "live"],
+        ]
+    )
+
+    # When each worker runs a long task
+    running = health.publish("celery", "on-prefork")
+    held = health.publish("solo", "on-solo")
+    wait_for(
+        lambda: {"start on-prefork", "start on-solo"} <= set(health.journal.lines()),
+        15,
+        "both tasks to start",
+    )
+    # Then tq show names the process holding its lease and the one running it
+    wait_for(lambda: "running in" in health.tq("show", running), 5, "the child's next beat")
+    shown = health.tq_json("show", running)
+    assert shown["worker"] == {
+        "held_by": pre["main"]["worker"],
+        "held_by_state": "live",
+        "running_in": pre["child"]["worker"],
+        "running_in_state": "live",
+    }
+    assert f"held by {pre['main']['worker']}, running in {pre['child']['worker']}" in (
+        health.tq("show", running)
+    )
+    child = next(r for r in health.by_host()["pre"] if r["role"] == "child")
+    assert [t["id"] for t in child["current"]] == [running]
+    assert "tests.health_app.hold" in health.tq("workers")
+
+    # When the solo worker is killed with -9
+    solo.kill()
+    killed_at = time.monotonic()
+    wait_for(
+        lambda: health.by_host()["solo"][0]["state"] == "lost",
+        MISSED_BEATS * BEAT + 3,
+        "the killed worker to be marked lost",
+    )
+    # Then it is lost within 3 beats (plus one command's start-up), the other stays live
+    assert time.monotonic() - killed_at < MISSED_BEATS * BEAT + 3
+    assert {r["state"] for r in health.by_host()["pre"]} == {"live"}
+    assert "LOST" in health.tq("workers")
+    # and its in-flight message is shown as held by a lost worker
+    inflight = {m["task_id"]: m for m in health.tq_json("ls", "--state", "inflight")}
+    assert (inflight[held]["worker"], inflight[held]["worker_state"]) == (
+        solo_row["worker"],
+        "lost",
+    )
+    assert (inflight[running]["worker"], inflight[running]["worker_state"]) == (
+        pre["main"]["worker"],
+        "live",
+    )
+    listed = health.tq("ls", "--state", "inflight")
+    assert f"{solo_row['worker']} (LOST)" in listed
+    assert health.tq_json("show", held)["worker"]["held_by_state"] == "lost"
+    # and forgetting lost workers drops it
+    health.tq("workers", "--forget-lost")
+    assert "solo" not in health.by_host()
+
+
+def test_a_heartbeat_with_its_store_away_logs_once_and_records_when_it_is_back(
+    redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a worker whose Redis store is not there (nothing listens on its port)
+    app = Celery("away", broker=f"tq+redis://127.0.0.1:{free_port()}/0", set_as_current=False)
+    identity = {"hostname": "away@host", "pid": os.getpid(), "role": "main"}
+    heartbeat = Heartbeat(app, identity, BEAT)
+    # When it beats twice, then the store is there again
+    with caplog.at_level(logging.WARNING, "tq_celery_ext.worker.heartbeat"):
+        started = time.monotonic()
+        assert heartbeat.beat() is False and heartbeat.beat() is False
+        assert time.monotonic() - started < 10  # it does not hang
+        app.conf.broker_url = f"tq+{redis_server.url}"
+        assert heartbeat.beat() is True
+    # Then the failure was logged once, and the beat is in the store
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "not recorded" in m]) == 1, messages
+    assert any("recorded again" in m for m in messages)
+    from tq_kombu.store import open_store
+
+    store = open_store(redis_server.url)
+    try:
+        assert [b.worker for b in store.workers()] == [f"away@host/{os.getpid()}"]
+    finally:
+        heartbeat.stop(forget=True)
+        store.close()
