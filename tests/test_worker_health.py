@@ -198,6 +198,8 @@ def test_a_heartbeat_with_its_store_away_logs_once_and_records_when_it_is_back(
     store = open_store(redis_server.url)
     try:
         assert [b.worker for b in store.workers()] == [f"away@host/{os.getpid()}"]
-    finally:
+        # and a clean stop removes it (a worker that stops is not lost)
         heartbeat.stop(forget=True)
+        assert store.workers(include_lost=True) == []
+    finally:
         store.close()

@@ -68,23 +68,28 @@ class Heartbeat:
         self._admin: Admin | None = None
         self._failing = False
         self._stop = threading.Event()
+        self._forget_earlier = False
+        self._forget_on_stop = True
         self._thread = threading.Thread(target=self._run, name="tq-heartbeat", daemon=True)
         self._rss = _rss_reader()
 
-    def start(self) -> Heartbeat:
+    def start(self, forget_earlier_runs: bool = False) -> Heartbeat:
+        """Beat from now on (first dropping an earlier run's lost beats, if told to)."""
+        self._forget_earlier = forget_earlier_runs
         self._thread.start()
         return self
 
     def stop(self, forget: bool = True) -> None:
-        """Stop beating; with ``forget``, remove the beat (a clean stop is not a loss)."""
+        """Stop beating; with ``forget``, remove the beat (a clean stop is not a loss).
+        The store is only ever called from the beating thread (once started), so a
+        store that hangs never holds up the worker: this waits a bounded time."""
+        self._forget_on_stop = forget
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.interval_seconds + 1)
-        if forget:
-            self._call(lambda admin: admin.store.forget_worker(self.name))
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
+        if self._thread.is_alive():
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout=min(self.interval_seconds + 1, 5.0))
+        elif self._thread.ident is None:  # never started: settle here
+            self._finish()
 
     def info(self) -> dict[str, Any]:
         """What this beat says of the process now."""
@@ -116,9 +121,19 @@ class Heartbeat:
         self._call(forget)
 
     def _run(self) -> None:
+        if self._forget_earlier:
+            self.forget_earlier_runs()
         while not self._stop.is_set():
             self.beat()
             self._stop.wait(self.interval_seconds)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._forget_on_stop:
+            self._call(lambda admin: admin.store.forget_worker(self.name))
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.close()
 
     def _call(self, action: Any) -> bool:
         try:
@@ -200,8 +215,7 @@ class Heartbeats:
     def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self.identity is None or not self._ours(sender):
             return
-        heartbeat = self._start("main", None)
-        heartbeat.forget_earlier_runs()
+        self._start("main", None, forget_earlier_runs=True)
 
     def on_process_init(self, **_: Any) -> None:
         """A prefork pool process: beat on its own (its parent's thread did not fork)."""
@@ -218,7 +232,9 @@ class Heartbeats:
     def _ours(self, sender: Any) -> bool:
         return getattr(sender, "app", None) is self.app
 
-    def _start(self, role: str, parent_pid: int | None) -> Heartbeat:
+    def _start(
+        self, role: str, parent_pid: int | None, forget_earlier_runs: bool = False
+    ) -> Heartbeat:
         assert self.identity is not None
         identity = {
             **self.identity,
@@ -227,7 +243,8 @@ class Heartbeats:
             "parent_pid": parent_pid,
             "started_at": time.time(),
         }
-        self.current = Heartbeat(self.app, identity, self.interval_seconds).start()
+        heartbeat = Heartbeat(self.app, identity, self.interval_seconds)
+        self.current = heartbeat.start(forget_earlier_runs)
         return self.current
 
 
