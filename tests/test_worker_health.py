@@ -203,3 +203,16 @@ def test_a_heartbeat_with_its_store_away_logs_once_and_records_when_it_is_back(
         assert store.workers(include_lost=True) == []
     finally:
         store.close()
+
+
+def test_a_worker_whose_broker_is_not_tq_says_so_once_and_does_not_beat(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Celery("not_tq", broker="amqp://127.0.0.1:1//", set_as_current=False)
+    heartbeat = Heartbeat(app, {"hostname": "other@host", "pid": 1, "role": "main"}, BEAT)
+    with caplog.at_level(logging.WARNING, "tq_celery_ext.worker.heartbeat"):
+        assert heartbeat.beat() is False
+        heartbeat.start()  # it stops at once instead of retrying every beat
+        wait_for(lambda: not heartbeat._thread.is_alive(), 5, "the heartbeat thread to end")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "not a tq broker" in warnings[0], warnings

@@ -67,6 +67,7 @@ class Heartbeat:
         self.name = beat_name(identity["hostname"], identity["pid"])
         self._admin: Admin | None = None
         self._failing = False
+        self._disabled = False
         self._stop = threading.Event()
         self._forget_earlier = False
         self._forget_on_stop = True
@@ -136,25 +137,39 @@ class Heartbeat:
             admin.close()
 
     def _call(self, action: Any) -> bool:
-        try:
-            if self._admin is None:
+        if self._disabled:
+            return False
+        if self._admin is None:
+            try:
                 self._admin = Admin.from_app(self.app)
+            except ConfigurationError as exc:  # not a tq broker, or a bad setting: no beats
+                logger.warning("tq: no heartbeats for %s: %s", self.name, exc)
+                self._disabled = True
+                self._stop.set()
+                return False
+            except Exception as exc:  # noqa: BLE001 - the next beat retries
+                return self._failed(exc)
+        try:
             action(self._admin)
         except Exception as exc:  # noqa: BLE001 - the worker goes on; the next beat retries
-            if not self._failing:
-                logger.warning("tq: heartbeat of %s not recorded (retrying): %s", self.name, exc)
-            self._failing = True
-            admin, self._admin = self._admin, None
-            if admin is not None:
-                try:
-                    admin.close()
-                except Exception:  # noqa: BLE001 - already broken
-                    pass
-            return False
+            return self._failed(exc)
         if self._failing:
             logger.warning("tq: heartbeat of %s recorded again", self.name)
         self._failing = False
         return True
+
+    def _failed(self, exc: BaseException) -> bool:
+        """Log the first failure of a run of them; drop the store, reopened next beat."""
+        if not self._failing:
+            logger.warning("tq: heartbeat of %s not recorded (retrying): %s", self.name, exc)
+        self._failing = True
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            try:
+                admin.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+        return False
 
 
 def _rss_reader() -> Any:
