@@ -61,15 +61,20 @@ class Health:
             rows.setdefault(row["hostname"].split("@")[0], []).append(row)
         return rows
 
-    def publish(self, queue: str, label: str) -> str:
-        """A task that runs for a minute on a worker of ``queue``; its task id."""
+    def publish(self, queue: str, label: str, seconds: float = 60) -> str:
+        """A task that runs ``seconds`` on a worker of ``queue``; its task id."""
+        return str(self.app().hold.apply_async((label, seconds), queue=queue).id)
+
+    def app(self) -> Any:
+        """The test app module, publishing to this test's broker."""
         os.environ.update({k: self.env[k] for k in ("TQ_BROKER_URL", "TQ_JOURNAL")})
         from tests import health_app
 
-        health_app.app.close()
-        health_app.app.amqp._producer_pool = None
-        health_app.app.conf.broker_url = self.env["TQ_BROKER_URL"]
-        return str(health_app.hold.apply_async((label, 60), queue=queue).id)
+        if health_app.app.conf.broker_url != self.env["TQ_BROKER_URL"]:
+            health_app.app.close()
+            health_app.app.amqp._producer_pool = None
+            health_app.app.conf.broker_url = self.env["TQ_BROKER_URL"]
+        return health_app
 
 
 @pytest.fixture
@@ -120,6 +125,18 @@ def test_tq_workers_lists_live_workers_names_their_tasks_holders_and_marks_a_kil
             [solo_row["hostname"], str(solo_row["pid"]), "main", "live"],
         ]
     )
+
+    # When the solo worker runs a task that succeeds and one that fails
+    health.publish("solo", "quick", seconds=0)
+    health.app().fail.apply_async(queue="solo")
+    wait_for(
+        lambda: (
+            [(r["tasks_done"], r["tasks_failed"]) for r in health.by_host()["solo"]] == [(1, 1)]
+        ),
+        10,
+        "the solo worker to count one task done and one failed",
+    )
+    assert "start quick" in health.journal.lines()
 
     # When each worker runs a long task
     running = health.publish("celery", "on-prefork")
