@@ -197,6 +197,7 @@ class Heartbeats:
         self.app = app
         self.identity: dict[str, Any] | None = None
         self.interval_seconds = 5.0
+        self.main_pid = 0
         self.current: Heartbeat | None = None
         self._inherited: Heartbeat | None = None
 
@@ -220,6 +221,7 @@ class Heartbeats:
             sys.stderr.flush()
             raise SystemExit(EXIT_SETUP) from None
         queues = getattr(self.app.amqp.queues, "consume_from", None) or self.app.amqp.queues
+        self.main_pid = os.getpid()
         self.identity = {
             "hostname": str(sender.hostname),
             "pool": pool_name(sender.pool_cls),
@@ -230,11 +232,14 @@ class Heartbeats:
     def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self.identity is None or not self._ours(sender):
             return
+        if self.current is not None and self.current.identity["pid"] == os.getpid():
+            return  # already beating (worker_ready sent twice)
         self._start("main", None, forget_earlier_runs=True)
 
     def on_process_init(self, **_: Any) -> None:
-        """A prefork pool process: beat on its own (its parent's thread did not fork)."""
-        if self.identity is not None:
+        """A prefork pool process: beat on its own (its parent's thread did not fork).
+        The solo pool sends this signal too, in the worker's own process: not a child."""
+        if self.identity is not None and os.getpid() != self.main_pid:
             # the parent's beat, copied by fork: kept referenced, never used here
             self._inherited = self.current
             self._start("child", os.getppid())
