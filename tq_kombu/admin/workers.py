@@ -37,6 +37,8 @@ def worker_fields(beat: WorkerBeat, now: float) -> dict[str, Any]:
         "current": info.get("current") or [],
         "recycles": info.get("recycles", 0),
         "last_seen": beat.seen_at,
+        #: when the worker is (or was) taken for lost, unless it beats again before
+        "lost_at": beat.expires_at,
         "last_seen_age_seconds": round(max(now - beat.seen_at, 0.0), 3),
         "interval_seconds": info.get("interval_seconds"),
         "consumers": info.get("consumers") or [],
