@@ -34,5 +34,11 @@ def hold(label: str, seconds: float) -> str:
 
 
 @app.task
+def hold_early(label: str, seconds: float) -> str:
+    """:func:`hold`, acknowledged when it starts (Celery's default)."""
+    return hold(label, seconds)
+
+
+@app.task
 def fail() -> None:
     raise ValueError("meant to fail")

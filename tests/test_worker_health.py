@@ -96,28 +96,25 @@ def health(store_url: str, tmp_path: Path) -> Iterator[Health]:
 def test_tq_workers_lists_live_workers_names_their_tasks_holders_and_marks_a_killed_one_lost(
     health: Health,
 ) -> None:
-    # Given a prefork worker (one child) and a solo worker on its own queue
-    health.worker("pre", "-P", "prefork", "-c", "1")
+    # Given a prefork worker (two children) and a solo worker on its own queue
+    health.worker("pre", "-P", "prefork", "-c", "2")
     solo = health.worker("solo", "-P", "solo", "-Q", "solo")
     wait_for(
-        lambda: {h: len(rows) for h, rows in health.by_host().items()} == {"pre": 2, "solo": 1},
+        lambda: {h: len(rows) for h, rows in health.by_host().items()} == {"pre": 3, "solo": 1},
         10,
         "a beat from each process of both workers",
     )
     rows = health.by_host(cli=True)
-    pre = {row["role"]: row for row in rows["pre"]}
+    [main, *children] = rows["pre"]  # main process first
     [solo_row] = rows["solo"]
     # Then both are live, with what each process says of itself
     assert {r["state"] for r in [*rows["pre"], solo_row]} == {"live"}
-    assert (pre["main"]["pool"], pre["child"]["pool"], solo_row["pool"]) == (
-        "prefork",
-        "prefork",
-        "solo",
-    )
-    assert pre["child"]["parent_pid"] == pre["main"]["pid"]
-    assert pre["main"]["queues"] == ["celery"] and solo_row["queues"] == ["solo"]
+    assert [r["role"] for r in rows["pre"]] == ["main", "child", "child"]
+    assert [r["pool"] for r in [*rows["pre"], solo_row]] == ["prefork"] * 3 + ["solo"]
+    assert [c["parent_pid"] for c in children] == [main["pid"]] * 2
+    assert main["queues"] == ["celery"] and solo_row["queues"] == ["solo"]
     assert solo_row["pid"] == solo.process.pid  # type: ignore[union-attr]
-    for row in (pre["main"], pre["child"], solo_row):
+    for row in [*rows["pre"], solo_row]:
         assert row["rss_bytes"] > 10_000_000
         assert (row["tasks_done"], row["tasks_failed"], row["recycles"]) == (0, 0, 0)
         assert row["current"] == [] and row["last_seen_age_seconds"] < 3 * BEAT
@@ -128,8 +125,8 @@ def test_tq_workers_lists_live_workers_names_their_tasks_holders_and_marks_a_kil
     ]  # fmt: skip
     assert sorted(line.split()[:4] for line in table[1:]) == sorted(
         [
-            [pre["main"]["hostname"], str(pre["main"]["pid"]), "main", "live"],
-            [pre["child"]["hostname"], str(pre["child"]["pid"]), "child", "live"],
+            [main["hostname"], str(main["pid"]), "main", "live"],
+            *([c["hostname"], str(c["pid"]), "child", "live"] for c in children),
             [solo_row["hostname"], str(solo_row["pid"]), "main", "live"],
         ]
     )
@@ -146,32 +143,41 @@ def test_tq_workers_lists_live_workers_names_their_tasks_holders_and_marks_a_kil
     )
     assert "start quick" in health.journal.lines()
 
-    # When each worker runs a long task
+    # When each worker runs long tasks (on prefork, one acknowledged at its start)
     running = health.publish("celery", "on-prefork")
+    early = str(health.app().hold_early.apply_async(("early", 60), queue="celery").id)
     held = health.publish("solo", "on-solo")
+    started = {"start on-prefork", "start early", "start on-solo"}
+    wait_for(lambda: started <= set(health.journal.lines()), 15, "the tasks to start")
     wait_for(
-        lambda: {"start on-prefork", "start on-solo"} <= set(health.journal.lines()),
-        15,
-        "both tasks to start",
-    )
-    # Then tq show names the process holding its lease and the one running it
-    wait_for(
-        lambda: any(t["id"] == running for r in health.by_host()["pre"] for t in r["current"]),
+        lambda: (
+            sorted(t["id"] for r in health.by_host()["pre"] for t in r["current"])
+            == sorted([running, early])
+        ),
         5,
-        "the child's next beat",
+        "the children's next beats",
     )
+    runner = {t["id"]: r["worker"] for r in health.by_host()["pre"] for t in r["current"]}
+    assert sorted(runner.values()) == sorted(c["worker"] for c in children)
+    # Then tq show names the process holding its lease and the one running it
     shown = health.tq_json("show", running)
     assert shown["worker"] == {
-        "held_by": pre["main"]["worker"],
+        "held_by": main["worker"],
         "held_by_state": "live",
-        "running_in": pre["child"]["worker"],
+        "running_in": runner[running],
         "running_in_state": "live",
     }
-    assert f"held by {pre['main']['worker']}, running in {pre['child']['worker']}" in (
-        health.tq("show", running)
-    )
-    child = next(r for r in health.by_host()["pre"] if r["role"] == "child")
-    assert [t["id"] for t in child["current"]] == [running]
+    assert f"held by {main['worker']}, running in {runner[running]}" in (health.tq("show", running))
+    # and of a task acknowledged at its start (no message held), the one running it
+    assert health.tq_json("show", early)["worker"] == {
+        "held_by": None,
+        "held_by_state": None,
+        "running_in": runner[early],
+        "running_in_state": "live",
+    }
+    shown_early = health.tq("show", early)
+    assert "running, no message held" in shown_early
+    assert f"running in {runner[early]}" in shown_early
     assert "tests.health_app.hold" in health.tq("workers")
 
     # When the solo worker is killed with -9
@@ -198,7 +204,7 @@ def test_tq_workers_lists_live_workers_names_their_tasks_holders_and_marks_a_kil
         "lost",
     )
     assert (inflight[running]["worker"], inflight[running]["worker_state"]) == (
-        pre["main"]["worker"],
+        main["worker"],
         "live",
     )
     listed = health.tq("ls", "--state", "inflight")
