@@ -21,6 +21,7 @@ from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from . import batch as tq_batch
+from . import consumers as tq_consumers
 from . import dependencies as tq_dependencies
 from . import options as tq_options
 from .envelope import Envelope, EnvelopeError
@@ -136,7 +137,7 @@ class Channel(virtual.Channel):
         for name in tq_options.names("channel"):
             if given.get(name) is not None:
                 setattr(self, name, connection.settings[name])
-        self.consumer_id = uuid.uuid4().hex[:16]
+        self.consumer_id = tq_consumers.track(self)
         self._tags: Iterator[int] = count(1)
         #: Queues consumed without acknowledgement: their messages are taken, not leased.
         self._no_ack_queues: set[str] = set()

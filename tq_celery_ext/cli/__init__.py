@@ -2,6 +2,7 @@
 
     tq stats | ls | show | cancel [--cascade] | reprioritize | purge
     tq graph ID [--dot]
+    tq workers [--live] [--forget-lost]
     tq limits ls | limits set NAME RATE|--concurrency N | limits rm NAME
     tq dlq ls | dlq show | dlq retry | dlq purge
     tq keygen
@@ -18,7 +19,7 @@ import click
 
 from tq_kombu.errors import ConfigurationError
 
-from . import dead_letters, dependencies, limits, messages  # noqa: F401  (they register commands)
+from . import dead_letters, dependencies, limits, messages, workers  # noqa: F401  (they register commands)
 from .group import tq
 from .output import EXIT_USAGE, Command, fail
 

@@ -24,6 +24,7 @@ from .output import (
     table,
     with_paging,
 )
+from .workers import describe_worker, readable_holders, with_holders
 
 
 @tq.command(cls=Command)
@@ -91,11 +92,14 @@ def list_messages(
     """List the messages of QUEUE (default: every queue), with filters and paging."""
     check_paging(offset, limit)
     with admin_for(ctx) as admin:
-        rows = message_rows(admin.messages(queue, state, task_name, priority, offset, limit))
+        found = admin.messages(queue, state, task_name, priority, offset, limit)
+        rows = message_rows(found)
+        with_holders(admin, found, rows)
     columns = ["id", "queue", "state", "priority", "task", "task_id", "deliveries", "eta"]
     if any(row["limits"] for row in rows):
         columns.append("limits")  # the messages a cluster-wide limit holds back
-    emit(as_json, rows, lambda: table(readable(rows), columns))
+    columns += ["worker"] * any("worker" in row for row in rows)
+    emit(as_json, rows, lambda: table(readable_holders(readable(rows)), columns))
 
 
 @tq.command(cls=Command)
@@ -108,24 +112,31 @@ def show(
     ctx: click.Context, message_id: str, queues: tuple[str, ...], raw: bool, as_json: bool
 ) -> None:
     """Show one message (by message id or task id), decrypted when the key is at hand,
-    with its parents and children when it has dependencies."""
+    with the worker holding or running it and its parents and children when it has
+    dependencies."""
     with admin_for(ctx) as admin:
         try:
             shown = admin.show(message_id, list(queues) or None, raw=raw)
             summary = admin.dependency_summary(shown.get("task_id") or message_id)
-        except MessageNotFound:  # a finished task no longer held: its outcome, if known
+        except MessageNotFound:  # a task no longer held: running, or its outcome if known
             summary = admin.dependency_summary(message_id)
-            if summary is None:
+            if summary is None and admin.worker_of(None, message_id) is None:
                 raise
             shown = {"task_id": message_id}
+        worker = admin.worker_of(shown.get("held_by"), shown.get("task_id") or message_id)
     if summary is not None:
         shown["dependencies"] = summary
+    if worker is not None:
+        shown["worker"] = worker
 
     def show_all() -> None:
         if "message_id" in shown:
             describe(shown)
+        elif worker is not None:
+            click.echo(f"task {message_id}: running, no message held (acknowledged at start)")
         else:
             click.echo(f"task {message_id}: no message held (finished or never published here)")
+        describe_worker(worker)
         if summary is not None:
             describe_dependencies(summary)
 

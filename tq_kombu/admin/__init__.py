@@ -43,6 +43,7 @@ from .records import (
     parse_reason,
     parse_state,
 )
+from .workers import WorkerAdmin
 
 #: Transport options the store reads.
 __all__ = [
@@ -93,7 +94,7 @@ class QueueStats:
         return asdict(self)
 
 
-class Admin(DependencyAdmin, LimitAdmin):
+class Admin(DependencyAdmin, LimitAdmin, WorkerAdmin):
     """One method per administrative operation, on the store behind a tq broker.
 
     ``queues`` are the queues the app declares: always listed, even when empty. Any

@@ -150,6 +150,15 @@ class MessageInfo:
     attempts: int | None = None
     #: The cluster-wide limits it starts under (by kind, name and key), if any.
     limits: tuple[LimitTag, ...] = ()
+    #: In flight: the consumer id (a channel's ``consumer_id``) holding its lease.
+    held_by: str | None = None
+
+
+def lease_holder(token: object) -> str | None:
+    """The consumer id in a lease token (``consumer:delivery count``), or None."""
+    if not isinstance(token, str) or ":" not in token:
+        return None
+    return token.rpartition(":")[0] or None
 
 
 @dataclass(frozen=True)
@@ -205,9 +214,15 @@ class QueueLifetime:
 
 @dataclass(frozen=True)
 class WorkerBeat:
+    """One worker process's last heartbeat, as the store keeps it."""
+
     worker: str
     seen_at: float
     info: dict[str, Any] = field(default_factory=dict)
+    #: When the beat stops vouching for the worker (Unix time; None = unknown).
+    expires_at: float | None = None
+    #: True once the beat expired (the worker missed its beats): kept a while as lost.
+    lost: bool = False
 
 
 class ParentState(enum.StrEnum):

@@ -8,7 +8,7 @@ DeadLetters        bury by id, replay, retention, failures      extension, admin
 Inspection         counts, levels, info, find by task, lists    admin, CLI, metrics
 Administration     cancel, set priority, release, purge         admin, CLI
 Routing            bindings, queue lifetimes                    the transport
-Workers            heartbeats                                   extension, CLI
+Workers            heartbeats, lost workers, forget_worker      extension, CLI
 Dependencies       enqueue many, complete, dependency info      extension, admin
 Limits             define, set, remove, status of limits        extension, admin, CLI
 =================  ===========================================  =======================

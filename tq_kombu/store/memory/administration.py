@@ -101,19 +101,19 @@ class MemoryRest(MemoryDependencies):
     def _info(self, queue: str, message_id: str) -> MessageInfo | None:
         with self._changed:
             record = self._record(queue, message_id)
-            return None if record is None else record.info
+            return None if record is None else record.shown()
 
     def _find_task(self, queue: str, task_id: str) -> MessageInfo | None:
         with self._changed:
             found = [r for r in self._messages.get(queue, {}).values() if r.info.task_id == task_id]
-            return min(found, key=lambda r: r.seq).info if found else None
+            return min(found, key=lambda r: r.seq).shown() if found else None
 
     def _list_messages(
         self, queue: str, state: State, offset: int, limit: int
     ) -> list[MessageInfo]:
         with self._changed:
             chosen = sorted(self._in_state(queue, state), key=order_of(state))
-            return [r.info for r in chosen[offset : offset + limit]]
+            return [r.shown() for r in chosen[offset : offset + limit]]
 
     def _payload(self, queue: str, message_id: str) -> bytes | None:
         with self._changed:
@@ -211,16 +211,24 @@ class MemoryRest(MemoryDependencies):
         return sorted(live, key=lambda b: (b.queue, b.routing_key, b.pattern))
 
     # -- workers ----------------------------------------------------------
-    def _heartbeat(self, worker: str, ttl_seconds: float, info: dict[str, Any]) -> None:
+    def _heartbeat(
+        self, worker: str, ttl_seconds: float, info: dict[str, Any], keep_seconds: float
+    ) -> None:
         now = self.clock()
         with self._changed:
-            self._beats[worker] = (now, now + ttl_seconds, info)
+            self._beats[worker] = (now, now + ttl_seconds, now + ttl_seconds + keep_seconds, info)
 
-    def _workers(self) -> list[WorkerBeat]:
+    def _workers(self, include_lost: bool) -> list[WorkerBeat]:
         now = self.clock()
         with self._changed:
+            for name in [n for n, beat in self._beats.items() if beat[2] <= now]:
+                del self._beats[name]
             return [
-                WorkerBeat(name, seen, info)
-                for name, (seen, expires, info) in sorted(self._beats.items())
-                if expires > now
+                WorkerBeat(name, seen, info, expires, expires <= now)
+                for name, (seen, expires, _, info) in sorted(self._beats.items())
+                if expires > now or include_lost
             ]
+
+    def _forget_worker(self, worker: str) -> bool:
+        with self._changed:
+            return self._beats.pop(worker, None) is not None

@@ -18,6 +18,7 @@ from ..model import (
     QueueLifetime,
     RetentionPolicy,
     State,
+    lease_holder,
 )
 
 #: States of a message that is queued (not handed out, not dead).
@@ -60,6 +61,12 @@ class Record:
     def state(self) -> State:
         return self.info.state
 
+    def shown(self) -> MessageInfo:
+        """Its MessageInfo as inspection shows it: in flight, with the lease's holder."""
+        if self.state != State.INFLIGHT:
+            return self.info
+        return replace(self.info, held_by=lease_holder(self.lease_token))
+
     def due_at(self) -> float:
         """When a delayed message comes due or a lease runs out."""
         return (self.info.eta if self.state == State.DELAYED else self.lease_until) or 0.0
@@ -86,7 +93,8 @@ class MemoryState:
         self.clock = clock
         self._messages: dict[str, dict[str, Record]] = {}
         self._binding_table: dict[tuple[str, str, str, str], float | None] = {}
-        self._beats: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        #: worker -> (seen at, expires at, kept until, info)
+        self._beats: dict[str, tuple[float, float, float, dict[str, Any]]] = {}
         #: queue -> (lifetime, deadline of a self-expiring queue or None)
         self._lifetimes: dict[str, tuple[QueueLifetime, float | None]] = {}
         self._seq = count(1)

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from ..lane_ids import tags_of
-from ..model import DeadLetter, LimitTag, MessageInfo, NewMessage, State
+from ..model import DeadLetter, LimitTag, MessageInfo, NewMessage, State, lease_holder
 
 __all__ = [
     "CORRUPT_META",
@@ -135,4 +135,5 @@ def describe(queue: str, message_id: str, state: State, raw: bytes | None) -> Me
         hostname=text("h") or None,
         attempts=None if attempts is None else int(attempts),
         limits=tags_of(meta.get("lm")) if isinstance(meta.get("lm"), str) else (),
+        held_by=lease_holder(meta.get("l")) if state == State.INFLIGHT else None,
     )

@@ -1,4 +1,5 @@
-"""Worker heartbeats on Redis: one hash of JSON beats, expired ones dropped on read."""
+"""Worker heartbeats on Redis: one hash of JSON beats; beats kept past their expiry
+(lost workers) until their keep time, then dropped on read."""
 
 from __future__ import annotations
 
@@ -14,27 +15,45 @@ __all__ = ["RedisWorkers"]
 
 
 class RedisWorkers(RedisShared, Workers):
-    """Heartbeats with an expiry."""
+    """Heartbeats with an expiry, kept a while past it as lost."""
 
-    def _heartbeat(self, worker: str, ttl_seconds: float, info: dict[str, Any]) -> None:
+    def _heartbeat(
+        self, worker: str, ttl_seconds: float, info: dict[str, Any], keep_seconds: float
+    ) -> None:
         now = time.time()
-        beat = json.dumps({"seen": now, "expires": now + ttl_seconds, "info": info})
+        expires = now + ttl_seconds
+        beat = json.dumps(
+            {"seen": now, "expires": expires, "kept": expires + keep_seconds, "info": info},
+            default=str,
+        )
         with translated():
             self.client.hset(self.keys.workers, worker, beat)
 
-    def _workers(self) -> list[WorkerBeat]:
+    def _workers(self, include_lost: bool) -> list[WorkerBeat]:
         key = self.keys.workers
         with translated():
             entries = self.client.hgetall(key)
         now = time.time()
-        alive, gone = [], []
+        listed, gone = [], []
         for name, raw in entries.items():
-            beat = json.loads(raw)
-            if beat["expires"] < now:
+            try:
+                beat = json.loads(raw)
+                seen, expires = float(beat["seen"]), float(beat["expires"])
+                kept = float(beat.get("kept", expires))
+                info = beat.get("info")
+            except (ValueError, TypeError, KeyError):  # unreadable: dropped like a stale one
                 gone.append(name)
-            else:
-                alive.append(WorkerBeat(name.decode(), beat["seen"], beat["info"]))
+                continue
+            if kept <= now:
+                gone.append(name)
+            elif expires > now or include_lost:
+                info = info if isinstance(info, dict) else {}
+                listed.append(WorkerBeat(name.decode(), seen, info, expires, expires <= now))
         if gone:
             with translated():
                 self.client.hdel(key, *gone)
-        return sorted(alive, key=lambda beat: beat.worker)
+        return sorted(listed, key=lambda beat: beat.worker)
+
+    def _forget_worker(self, worker: str) -> bool:
+        with translated():
+            return bool(self.client.hdel(self.keys.workers, worker))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..lane_ids import tags_of
-from ..model import DeadReason, MessageInfo, RetentionPolicy, State
+from ..model import DeadReason, MessageInfo, RetentionPolicy, State, lease_holder
 
 __all__ = [
     "INFO_COLUMNS",
@@ -34,7 +34,7 @@ __all__ = [
 #: The columns :func:`message_info` reads, in its order.
 INFO_COLUMNS = (
     "queue, id, state, priority, delivery_count, task_name, task_id, eta, dead_reason, "
-    "dead_detail, created_at, dead_at, hostname, attempts, lane"
+    "dead_detail, created_at, dead_at, hostname, attempts, lane, lease_token"
 )
 #: The states of a message not handed out yet.
 QUEUED = "('ready', 'delayed', 'waiting')"
@@ -68,7 +68,7 @@ def message_info(row: Sequence[Any]) -> MessageInfo:
     wrong type reads as unknown (the next fetch of a queued one sets it aside as
     corrupt), never as an error."""
     queue, message_id, state, priority, count, task_name, task_id, eta, reason, detail = row[:10]
-    created_at, dead_at, hostname, attempts, lane = row[10:]
+    created_at, dead_at, hostname, attempts, lane, lease_token = row[10:16]
     try:
         known_state = State(state)
     except ValueError:
@@ -89,6 +89,7 @@ def message_info(row: Sequence[Any]) -> MessageInfo:
         hostname=None if hostname is None else str(hostname) or None,
         attempts=None if attempts is None else int_or(attempts, 0),
         limits=() if lane is None else tags_of(lane),
+        held_by=lease_holder(lease_token) if known_state == State.INFLIGHT else None,
     )
 
 

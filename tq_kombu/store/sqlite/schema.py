@@ -17,7 +17,7 @@ from ...errors import StoreError
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Messages with a time to live (AMQP expiration, x-message-ttl), by expiry.
 _EXPIRY_INDEX = """
@@ -312,7 +312,8 @@ _SCHEMA = (
         worker     TEXT PRIMARY KEY,
         seen_at    REAL NOT NULL,
         expires_at REAL NOT NULL,
-        info       TEXT NOT NULL DEFAULT '{}'
+        info       TEXT NOT NULL DEFAULT '{}',
+        kept_until REAL
     )
     """,
     *_SCHEMA_5,
@@ -331,6 +332,8 @@ _MIGRATIONS = {
     4: _SCHEMA_5,
     5: (*_DEPENDENT_COLUMNS, *_SCHEMA_6),
     6: ("ALTER TABLE messages ADD COLUMN lane TEXT", *_LIMIT_TABLES),
+    # a lost worker's last beat is kept until kept_until (NULL: dropped once expired)
+    7: ("ALTER TABLE workers ADD COLUMN kept_until REAL",),
 }
 
 
