@@ -24,6 +24,7 @@ from .dependencies import DependencyRecorder
 from .graph import Graph, graph
 from .limits import LimitControl, limits_of
 from .limits import connect as connect_limits
+from .worker.recycling import connect_recycling
 
 __all__ = ["Graph", "LimitControl", "graph", "install", "limits_of"]
 
@@ -37,4 +38,5 @@ def install(app: Any) -> FailureRecorder:
     app.tq = recorder
     connect_limits(app)
     app.tq_dependencies = dependencies
+    connect_recycling(app)
     return recorder

@@ -49,6 +49,8 @@ from tq_kombu.priority import DEFAULT_PRIORITY
 from tq_kombu.store.model import DeadLetter, DeadReason, State
 from tq_kombu.transport import DELIVERY_PROPERTY, HOSTNAME
 
+from .worker.memory import MemoryLimitExceeded
+
 logger = logging.getLogger(__name__)
 
 
@@ -127,6 +129,8 @@ class FailureRecorder:
     def reason(task: Any, request: Any, exc: BaseException) -> DeadReason:
         retries = int(request.retries or 0)
         used_up = task.max_retries is not None and 0 < task.max_retries <= retries
+        if isinstance(exc, MemoryLimitExceeded):
+            return DeadReason.MEMORY_LIMIT
         if isinstance(exc, MaxRetriesExceededError) or used_up:
             return DeadReason.MAX_RETRIES_EXCEEDED
         return DeadReason.FAILED
