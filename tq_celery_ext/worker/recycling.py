@@ -100,8 +100,14 @@ class Recycler:
             sender.pool_restarts = True  # billiard's per-process restart event
             if settings.max_tasks and not sender.max_tasks_per_child:
                 sender.max_tasks_per_child = settings.max_tasks
-        elif self.pool == pools.SOLO:
-            sender.pool_cls = pools.solo_pool(sender.pool_cls, self.after_solo_task)
+        else:
+            if self.pool == pools.SOLO:
+                sender.pool_cls = pools.solo_pool(sender.pool_cls, self.after_solo_task)
+            if settings.recycles() and int(sender.prefetch_multiplier or 0) != 1:
+                # A recycle hands back what is fetched but not started, and the store
+                # counts that as a delivery: hold no more than the pool can run.
+                sender.prefetch_multiplier = 1
+                logger.info("tq: recycling %s worker: prefetch multiplier 1", self.pool)
         # before the pool starts, so that prefork processes inherit it
         signal.signal(signal.SIGUSR2, self.on_sigusr2)
 
