@@ -81,6 +81,18 @@ def leave_after_task() -> bool:
     return True
 
 
+def restart_prefork(pool: Any) -> None:
+    """Replace every process of a prefork pool once it is done with its task: set their
+    restart events, then hand each a no-op job, as an idle process only looks at its
+    event between jobs."""
+    from celery.utils.functional import noop
+
+    inner = pool._pool
+    inner.restart()
+    for _ in range(len(inner._pool)):
+        inner.apply_async(noop)
+
+
 def warm_shutdown() -> None:
     """Ask the worker for a warm shutdown (its loop raises ``WorkerShutdown(0)``)."""
     from celery.worker import state

@@ -226,10 +226,19 @@ class Recycler:
         if os.getpid() != self.main_pid or self.pool != pools.PREFORK:
             self.recycle("asked by SIGUSR2")
             return
-        inner = getattr(getattr(self.worker, "pool", None), "_pool", None)
-        if inner is not None:
-            logger.warning("tq: SIGUSR2: recycling every pool process after its task")
-            inner.restart()
+        logger.warning("tq: SIGUSR2: recycling every pool process after its task")
+        # not from the signal handler: the pool and the event loop take locks
+        threading.Thread(target=self._restart_pool, name="tq-sigusr2", daemon=True).start()
+
+    def _restart_pool(self) -> None:
+        hub = getattr(self.worker, "hub", None)
+        pool = getattr(self.worker, "pool", None)
+        if pool is None:
+            return
+        if hub is None:
+            pools.restart_prefork(pool)
+        else:
+            hub.call_soon(pools.restart_prefork, pool)
 
 
 def connect_recycling(app: Any) -> Recycler:
