@@ -159,7 +159,11 @@ def test_recycling_on_redis_runs_every_task_once(redis_run: Run, pool: str, acks
 
 @pytest.mark.parametrize(
     ("pool", "acks"),
-    [("prefork", "late"), ("solo", "early"), pytest.param("threads", "late", marks=pytest.mark.slow)],
+    [
+        ("prefork", "late"),
+        ("solo", "early"),
+        pytest.param("threads", "late", marks=pytest.mark.slow),
+    ],
 )
 def test_a_task_over_the_hard_limit_goes_dead_and_the_worker_runs_the_next_one(
     run: Run, pool: str, acks: str
@@ -238,8 +242,10 @@ def test_sigusr2_replaces_every_prefork_pool_process(run: Run) -> None:
     before = {p.pid for p in _children(worker.process.pid)}
     worker.process.send_signal(signal.SIGUSR2)
     wait_for(
-        lambda: len({p.pid for p in _children(worker.process.pid)} - before) >= 2  # type: ignore[union-attr]
-        and len(_children(worker.process.pid)) >= 2,  # type: ignore[union-attr]
+        lambda: (
+            len({p.pid for p in _children(worker.process.pid)} - before) >= 2  # type: ignore[union-attr]
+            and len(_children(worker.process.pid)) >= 2
+        ),  # type: ignore[union-attr]
         30,
         "two fresh pool processes",
     )

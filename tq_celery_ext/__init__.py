@@ -12,7 +12,9 @@ What it adds:
 - cluster-wide rate and concurrency limits, per key and fair, applied by the broker
   (``tq_rate_limits``, ``tq_concurrency_limits``, task options ``tq_rate_limit``,
   ``tq_concurrency_limit``, ``tq_limit_key``), changed at run time with
-  :func:`limits_of` (``tq_celery_ext.limits`` is the package that implements them).
+  :func:`limits_of` (``tq_celery_ext.limits`` is the package that implements them);
+- memory-recycling workers (``tq_worker_memory_soft_limit``, ``..._hard_limit``,
+  ``tq_worker_max_tasks``, SIGUSR2): :mod:`tq_celery_ext.worker.recycling`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ task message again: the task runs again with the same id and arguments.
 
 Reasons: ``max_retries_exceeded`` when the task had retried and used up its
 ``max_retries`` (or raised ``MaxRetriesExceededError``), ``failed`` otherwise; and
-``expired`` for a task whose ``expires`` passed before it ran (``task_revoked``).
+``expired`` for a task whose ``expires`` passed before it ran (``task_revoked``), and
+``memory_limit`` for a task stopped over ``tq_worker_memory_hard_limit``.
 A task raising ``Reject(requeue=False)`` is kept by the transport as ``rejected``.
 Eager (``task.apply()``) runs are not messages and are not recorded.
 """

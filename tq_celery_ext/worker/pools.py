@@ -49,12 +49,12 @@ def solo_pool(pool_cls: Any, after_task: Callable[[], None]) -> type:
     in the consuming thread: it may raise ``WorkerShutdown`` to stop consuming."""
     from celery import concurrency
 
-    base: type = concurrency.get_implementation(pool_cls)
+    base: Any = concurrency.get_implementation(pool_cls)
 
-    class RecyclingSoloPool(base):  # type: ignore[misc, valid-type]
+    class RecyclingSoloPool(base):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            apply = self.on_apply
+            apply: Callable[..., Any] = getattr(self, "on_apply")  # noqa: B009 - untyped
 
             def on_apply(*a: Any, **kw: Any) -> Any:
                 result = apply(*a, **kw)

@@ -81,10 +81,11 @@ class Recycler:
 
     # -- worker start ----------------------------------------------------------------
     def on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        conf = self.app.conf
         if getattr(sender, "app", None) is not self.app:
             return
         try:
-            settings = read_settings(self.app.conf)
+            settings = read_settings(conf)
         except ConfigurationError as exc:
             sys.stderr.write(
                 f"error: tq cannot start: {exc}\n  (check {SOFT_LIMIT}, {HARD_LIMIT}, "
@@ -116,7 +117,7 @@ class Recycler:
             return
         inner = getattr(getattr(self.worker, "pool", None), "_pool", None)
         down = getattr(inner, "on_process_down", None)
-        if self.pool == pools.PREFORK and down is not None:
+        if self.pool == pools.PREFORK and inner is not None and down is not None:
 
             def on_process_down(process: Any) -> Any:
                 if not pools.stopping():
@@ -135,9 +136,7 @@ class Recycler:
         rss = rss_bytes()
         if self.baseline is None:
             self._note_baseline(rss, self.settings)
-        running = Running(
-            task_id, threading.get_ident(), time.monotonic(), rss, task, task.request
-        )
+        running = Running(task_id, threading.get_ident(), time.monotonic(), rss, task, task.request)
         with self._lock:
             self.running[task_id] = running
         if self.settings.memory_hard_limit_bytes is not None and self.watchdog is None:
