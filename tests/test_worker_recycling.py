@@ -115,7 +115,7 @@ def _run(url: str, tmp_path: Path) -> Iterator[Run]:
         print(f"--- {worker.log}\n{worker.output()[-8000:]}")
 
 
-def leak_fifty(run: Run, pool: str, acks: str, timeout_seconds: float = 100) -> None:
+def leak_fifty(run: Run, pool: str, acks: str, timeout_seconds: float = 180) -> None:
     """50 tasks keeping 30 MB each, a 150 MB soft limit: every task runs once, and the
     worker's processes were recycled on the way."""
     worker = run.worker(pool, TQ_SOFT_LIMIT="150MB", TQ_ACKS_LATE="1" if acks == "late" else "")
@@ -129,6 +129,7 @@ def leak_fifty(run: Run, pool: str, acks: str, timeout_seconds: float = 100) -> 
     assert run.counts() == QueueCounts()
     if pool == "prefork":  # fresh pool processes took over from recycled ones
         assert len({pid for _, _, pid, _ in run.runs("leak")}) > 2
+        assert "recycled so far" in worker.output()  # the main process counts them
     else:  # restarted in place, the count carried over
         assert max(int(recycled) for *_, recycled in run.runs("leak")) >= 5
     assert worker.output().count("tq: recycling") >= 5
@@ -289,3 +290,19 @@ def test_a_malformed_setting_stops_the_worker_at_start_with_a_clear_error(
     }
     assert names[setting] in line and repr(value) in line
     assert time.monotonic() - started < 30
+
+
+def test_in_exit_mode_a_recycled_worker_exits_0_and_leaves_the_rest_ready(run: Run) -> None:
+    # Given a solo worker recycling after 3 tasks in mode "exit" (for its supervisor)
+    worker = run.worker("solo", TQ_MAX_TASKS="3", TQ_RECYCLE_MODE="exit")
+    assert worker.process is not None
+    for n in range(5):
+        run.send("note", n)
+    # Then it exits with status 0 after its third task, holding nothing
+    assert worker.process.wait(timeout=30) == 0
+    assert len(run.runs("note")) == 3
+    assert run.counts() == QueueCounts(ready=2)
+    # and the worker its supervisor starts runs the other two, each once
+    run.worker("solo", TQ_MAX_TASKS="3", TQ_RECYCLE_MODE="exit")
+    run.wait_all_ran("note", {str(n) for n in range(5)}, 30)
+    assert sorted(label for _, label, _, _ in run.runs("note")) == [str(n) for n in range(5)]

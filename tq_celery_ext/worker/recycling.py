@@ -120,8 +120,14 @@ class Recycler:
         if self.pool == pools.PREFORK and inner is not None and down is not None:
 
             def on_process_down(process: Any) -> Any:
-                if not pools.stopping():
-                    note_recycle()  # billiard starts a fresh process in its place
+                if not pools.stopping():  # billiard starts a fresh process in its place
+                    count = note_recycle()
+                    logger.info(
+                        "tq: pool process %s left (exit code %s): %d recycled so far",
+                        getattr(process, "pid", "?"),
+                        getattr(process, "exitcode", "?"),
+                        count,
+                    )
                 return down(process)
 
             inner.on_process_down = on_process_down
