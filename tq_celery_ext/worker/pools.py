@@ -93,11 +93,16 @@ def restart_prefork(pool: Any) -> None:
         inner.apply_async(noop)
 
 
-def warm_shutdown() -> None:
-    """Ask the worker for a warm shutdown (its loop raises ``WorkerShutdown(0)``)."""
+#: The exit code a worker stopping to restart in place gives Celery: a stop for another
+#: reason (SIGTERM meanwhile) ends with Celery's own code, and then it does not restart.
+RESTART_CODE = 0x9C
+
+
+def warm_shutdown(code: int) -> None:
+    """Ask the worker for a warm shutdown (its loop raises ``WorkerShutdown(code)``)."""
     from celery.worker import state
 
-    state.should_stop = 0
+    state.should_stop = code
 
 
 def stopping() -> bool:
@@ -107,15 +112,22 @@ def stopping() -> bool:
     return state.should_stop not in (None, False) or state.should_terminate not in (None, False)
 
 
-def restart_in_place() -> None:
+def restart_in_place(worker: Any = None) -> None:
     """Replace this process with a fresh run of the same command line (``os.execv``),
-    once pending settles reached the store; the recycle count carries over."""
+    once pending settles reached the store; the recycle count carries over. With
+    ``worker``, only if it stopped to restart (exit code :data:`RESTART_CODE`)."""
     from tq_kombu import held
 
+    if worker is not None and getattr(worker, "exitcode", None) != RESTART_CODE:
+        return
     held._flush_at_exit()
     os.environ[RECYCLES_ENV] = str(recycles())
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
-    os.execv(sys.executable, [sys.executable, *argv[1:]])
+    try:
+        os.execv(sys.executable, [sys.executable, *argv[1:]])
+    except OSError as exc:
+        sys.stderr.write(f"error: tq could not restart the worker in place: {exc}\n")
+        os._exit(1)

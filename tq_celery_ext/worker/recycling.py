@@ -215,9 +215,16 @@ class Recycler:
             reason,
             "restarts in place" if mode == RecycleMode.REEXEC else "exits for its supervisor",
         )
+        code = self.exit_code
         if mode == RecycleMode.REEXEC:
-            atexit.register(pools.restart_in_place)
-        pools.warm_shutdown()
+            atexit.register(pools.restart_in_place, self.worker)
+        pools.warm_shutdown(code)
+
+    @property
+    def exit_code(self) -> int:
+        """The code of the warm shutdown that recycles this worker."""
+        mode = self.settings.recycle_mode if self.settings else RecycleMode.REEXEC
+        return pools.RESTART_CODE if mode == RecycleMode.REEXEC else 0
 
     def after_solo_task(self) -> None:
         """Solo pool, the task settled: stop consuming now if a recycle is due (the
@@ -225,7 +232,7 @@ class Recycler:
         if self.pending:
             from celery.exceptions import WorkerShutdown
 
-            raise WorkerShutdown(0)
+            raise WorkerShutdown(self.exit_code)
 
     def on_sigusr2(self, signum: int, frame: Any) -> None:
         if os.getpid() != self.main_pid or self.pool != pools.PREFORK:
