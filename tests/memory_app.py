@@ -74,3 +74,20 @@ def hog(label: str, megabytes: int) -> str:
         time.sleep(0.05)
     record(f"done {label}")
     return label
+
+
+@app.task(name="memory.stubborn")
+def stubborn(label: str, megabytes: int, seconds: float) -> str:
+    """Hold ``megabytes`` for ``seconds``, swallowing any exception meanwhile."""
+    record(f"start {label}")
+    deadline = time.monotonic() + seconds
+    held: list[bytes] = []
+    while time.monotonic() < deadline:
+        try:
+            if not held:
+                held.append(b"\x01" * megabytes * MB)
+            time.sleep(0.05)
+        except Exception:  # noqa: BLE001, S110 - the point of this task
+            pass
+    record(f"done {label}")
+    return label

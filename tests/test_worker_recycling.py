@@ -306,3 +306,28 @@ def test_in_exit_mode_a_recycled_worker_exits_0_and_leaves_the_rest_ready(run: R
     run.worker("solo", TQ_MAX_TASKS="3", TQ_RECYCLE_MODE="exit")
     run.wait_all_ran("note", {str(n) for n in range(5)}, 30)
     assert sorted(label for _, label, _, _ in run.runs("note")) == [str(n) for n in range(5)]
+
+
+@pytest.mark.parametrize("pool", ["prefork", pytest.param("solo", marks=pytest.mark.slow)])
+def test_a_task_that_does_not_stop_over_the_hard_limit_has_its_process_replaced(
+    run: Run, pool: str
+) -> None:
+    # Given a worker with a 300 MB hard limit
+    worker = run.worker(pool, TQ_HARD_LIMIT="300MB", TQ_ACKS_LATE="1")
+    # When a task goes over it and swallows the exception that should stop it
+    hog = run.send("stubborn", "big", 400, 60)
+    # Then after the grace period its message is dead (memory_limit), its process replaced
+    wait_for(lambda: run.counts().dead == 1, 30, "the stuck task's message to go dead")
+    store = open_store(run.store_url)
+    try:
+        [dead] = store.list_messages("celery", State.DEAD)
+    finally:
+        store.close()
+    assert (dead.task_id, dead.dead_reason) == (hog, "memory_limit")
+    # and the worker runs the next task
+    run.send("note", "after")
+    run.wait_all_ran("note", {"after"}, 30)
+    assert "did not stop within" in worker.output()
+    assert worker.process is not None and worker.process.poll() is None
+    assert run.journal.lines().count("start big") == 1
+    assert not [line for line in run.journal.lines() if line.startswith("done big")]
