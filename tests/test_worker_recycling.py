@@ -139,7 +139,7 @@ def leak_fifty(run: Run, pool: str, acks: str, timeout_seconds: float = 180) -> 
     ("pool", "acks"),
     [
         ("prefork", "early"),
-        ("solo", "late"),
+        pytest.param("solo", "late", marks=pytest.mark.slow),
         pytest.param("threads", "late", marks=pytest.mark.slow),
         pytest.param("prefork", "late", marks=pytest.mark.slow),
         pytest.param("solo", "early", marks=pytest.mark.slow),

@@ -134,18 +134,23 @@ class Recycler:
 
     # -- tasks -----------------------------------------------------------------------
     def _ours(self, task: Any) -> bool:
-        return self.settings is not None and getattr(task, "app", None) is self.app
+        """A task of this app in a worker that recycles (nothing to do otherwise)."""
+        settings = self.settings
+        return (
+            settings is not None and settings.recycles() and getattr(task, "app", None) is self.app
+        )
 
     def on_task_prerun(self, task_id: str = "", task: Any = None, **_: Any) -> None:
         if not self._ours(task) or self.settings is None:
             return
-        rss = rss_bytes()
+        hard = self.settings.memory_hard_limit_bytes
+        rss = rss_bytes() if self.baseline is None or hard is not None else 0
         if self.baseline is None:
             self._note_baseline(rss, self.settings)
         running = Running(task_id, threading.get_ident(), time.monotonic(), rss, task, task.request)
         with self._lock:
             self.running[task_id] = running
-        if self.settings.memory_hard_limit_bytes is not None and self.watchdog is None:
+        if hard is not None and self.watchdog is None:
             from .watchdog import Watchdog
 
             self.watchdog = Watchdog(self, self.settings)
@@ -171,17 +176,18 @@ class Recycler:
             return
         with self._lock:
             running = self.running.pop(task_id, None)
-        self.tasks_done += 1
-        reason = self._reason(running, self.settings)
+            self.tasks_done += 1
+            done = self.tasks_done
+        reason = self._reason(running, done, self.settings)
         if reason:
             self.recycle(reason)
 
-    def _reason(self, running: Running | None, settings: WorkerSettings) -> str:
+    def _reason(self, running: Running | None, done: int, settings: WorkerSettings) -> str:
         if running is not None and running.stopped_at is not None:
             return f"its task {running.task_id} went over {HARD_LIMIT}"
         limit = settings.max_tasks
-        if limit and self.pool != pools.PREFORK and self.tasks_done >= limit:
-            return f"after {self.tasks_done} tasks ({MAX_TASKS} = {limit})"
+        if limit and self.pool != pools.PREFORK and done >= limit:
+            return f"after {done} tasks ({MAX_TASKS} = {limit})"
         soft = settings.memory_soft_limit_bytes
         if soft is not None and not self.soft_disabled:
             rss = rss_bytes()
