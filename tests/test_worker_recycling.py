@@ -331,3 +331,27 @@ def test_a_task_that_does_not_stop_over_the_hard_limit_has_its_process_replaced(
     assert worker.process is not None and worker.process.poll() is None
     assert run.journal.lines().count("start big") == 1
     assert not [line for line in run.journal.lines() if line.startswith("done big")]
+
+
+def test_a_worker_embedded_in_another_program_never_recycles_that_program(
+    memory_url: str,
+) -> None:
+    # Given a worker that celery.contrib.testing runs in a thread of this test process,
+    # for an app that recycles after 2 tasks
+    from celery.contrib.testing.worker import start_worker
+
+    import tq_celery_ext
+
+    app = Celery("embedded", broker=f"tq+{memory_url}", backend="cache+memory://")
+    app.conf.tq_worker_max_tasks = 2
+    tq_celery_ext.install(app)
+
+    @app.task(shared=False)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    # When it runs 4 tasks, then they all ran, and this process was neither restarted
+    # nor ended (this test would not finish)
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        assert [add.delay(1, n).get(timeout=10) for n in range(4)] == [1, 2, 3, 4]
+    assert app.tq_recycler.settings is None

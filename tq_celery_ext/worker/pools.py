@@ -44,6 +44,14 @@ def pool_kind(pool_cls: Any) -> str:
     return str(getattr(cls, "__name__", cls))
 
 
+def owns_its_process(worker: Any) -> bool:
+    """Whether ``worker`` is a ``celery worker`` program (``app.Worker``), which may
+    restart or end its process; not a worker embedded in another program's thread."""
+    from celery.apps.worker import Worker
+
+    return isinstance(worker, Worker)
+
+
 def solo_pool(pool_cls: Any, after_task: Callable[[], None]) -> type:
     """The solo pool class calling ``after_task`` once each task is settled (acked),
     in the consuming thread: it may raise ``WorkerShutdown`` to stop consuming."""

@@ -93,6 +93,12 @@ class Recycler:
             )
             sys.stderr.flush()
             raise SystemExit(EXIT_SETUP) from None
+        if not pools.owns_its_process(sender):
+            # celery.contrib.testing runs a worker in a thread of the caller's process:
+            # restarting or exiting would take the caller with it
+            if settings.recycles():
+                logger.info("tq: an embedded worker (not `celery worker`) does not recycle")
+            return
         self.settings = settings
         self.worker = sender
         self.main_pid = os.getpid()
