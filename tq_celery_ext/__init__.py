@@ -13,7 +13,9 @@ What it adds:
   (``tq_rate_limits``, ``tq_concurrency_limits``, task options ``tq_rate_limit``,
   ``tq_concurrency_limit``, ``tq_limit_key``), changed at run time with
   :func:`limits_of` (``tq_celery_ext.limits`` is the package that implements them);
-- worker heartbeats (``tq_heartbeat_seconds``), listed by ``celery -A app tq workers``.
+- worker heartbeats (``tq_heartbeat_seconds``), listed by ``celery -A app tq workers``;
+- memory-recycling workers (``tq_worker_memory_soft_limit``, ``..._hard_limit``,
+  ``tq_worker_max_tasks``, SIGUSR2): :mod:`tq_celery_ext.worker.recycling`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .graph import Graph, graph
 from .limits import LimitControl, limits_of
 from .limits import connect as connect_limits
 from .worker.heartbeat import connect as connect_heartbeats
+from .worker.recycling import connect_recycling
 
 __all__ = ["Graph", "LimitControl", "graph", "install", "limits_of"]
 
@@ -40,4 +43,5 @@ def install(app: Any) -> FailureRecorder:
     connect_limits(app)
     app.tq_dependencies = dependencies
     app.tq_heartbeats = connect_heartbeats(app)
+    connect_recycling(app)
     return recorder

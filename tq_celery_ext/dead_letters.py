@@ -26,7 +26,8 @@ task message again: the task runs again with the same id and arguments.
 
 Reasons: ``max_retries_exceeded`` when the task had retried and used up its
 ``max_retries`` (or raised ``MaxRetriesExceededError``), ``failed`` otherwise; and
-``expired`` for a task whose ``expires`` passed before it ran (``task_revoked``).
+``expired`` for a task whose ``expires`` passed before it ran (``task_revoked``), and
+``memory_limit`` for a task stopped over ``tq_worker_memory_hard_limit``.
 A task raising ``Reject(requeue=False)`` is kept by the transport as ``rejected``.
 Eager (``task.apply()``) runs are not messages and are not recorded.
 """
@@ -51,6 +52,7 @@ from tq_kombu.store.model import DeadLetter, DeadReason, State
 from tq_kombu.transport import DELIVERY_PROPERTY, HOSTNAME
 
 from .completions import CompletionOutbox, connect_flushes
+from .worker.memory import MemoryLimitExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +139,8 @@ class FailureRecorder:
     def reason(task: Any, request: Any, exc: BaseException) -> DeadReason:
         retries = int(request.retries or 0)
         used_up = task.max_retries is not None and 0 < task.max_retries <= retries
+        if isinstance(exc, MemoryLimitExceeded):
+            return DeadReason.MEMORY_LIMIT
         if isinstance(exc, MaxRetriesExceededError) or used_up:
             return DeadReason.MAX_RETRIES_EXCEEDED
         return DeadReason.FAILED

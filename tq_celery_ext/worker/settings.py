@@ -107,6 +107,14 @@ class WorkerSettings:
     max_tasks: int | None = None
     heartbeat_seconds: float = 5.0
 
+    def recycles(self) -> bool:
+        """Whether a memory limit or a task count recycles worker processes."""
+        return (
+            self.memory_soft_limit_bytes is not None
+            or self.memory_hard_limit_bytes is not None
+            or self.max_tasks is not None
+        )
+
 
 def worker_settings(conf: Any) -> WorkerSettings:
     """The checked worker settings of an app's ``conf`` (defaults where unset)."""
