@@ -22,7 +22,8 @@ Phases (``--only``, repeatable; the default is all but depth):
   from the first message taken until nothing is ready or unacknowledged;
 - latency: a solo worker idle on an empty queue, one task published at a time: p50 and
   p95 from just before the publish to the task's start;
-- memory: idle RSS of the worker's whole process tree (solo, prefork -c 2);
+- memory: idle RSS of the worker's whole process tree (solo, prefork -c 2), fresh and
+  after two tasks (tq's lease renewer companion starts on the first lease);
 - depth (not by default: building and draining a million messages takes minutes per
   store): drain rate of a solo worker over the first ``--depth-window`` tasks of a
   backlog of 1,000 and of ``--depth`` (bulk-published), and Redis bytes per message.
@@ -151,6 +152,8 @@ class Run:
         if "memory" in self.phases and name != "tq-plain":
             for label, pool in (("solo", SOLO), ("prefork -c 2", PREFORK)):
                 self.keep(name, f"idle RSS MB {label}", memory.idle_rss(target, pool), min)
+                rss = memory.idle_rss(target, pool, after_work=True)
+                self.keep(name, f"idle RSS MB {label} after work", rss, min)
         if "depth" in self.phases and name in ("tq", "tq-sqlite"):
             for size in (1_000, self.args.depth):
                 figures = drain.depth(target, size, self.args.depth_window)

@@ -6,7 +6,7 @@ import time
 
 import psutil
 
-from .servers import Target, start_worker, stop_worker
+from .servers import Target, child, start_worker, stop_worker, wait_until
 
 
 def tree_rss(pid: int) -> tuple[int, int]:
@@ -22,12 +22,19 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return total, processes
 
 
-def idle_rss(target: Target, pool: list[str], settle_seconds: float = 2.0) -> float:
+def idle_rss(
+    target: Target, pool: list[str], after_work: bool = False, settle_seconds: float = 2.0
+) -> float:
     """MB of RSS of an idle worker on an empty queue, once its process tree has stopped
-    growing: the same count of processes and RSS within 256 KB for ``settle_seconds``."""
+    growing: the same count of processes and RSS within 256 KB for ``settle_seconds``.
+    ``after_work``: once it has run two tasks (tq's lease renewer companion starts on a
+    worker's first lease, so a worker that never worked does not have it yet)."""
     target.flush()
     worker = start_worker(target.environment(), pool)
     try:
+        if after_work:
+            child(target, "publish", "2", "0")
+            wait_until(lambda: target.backlog() == 0, 120, f"the {target.name} worker to work")
         started = time.monotonic()
         deadline, last, stable_since = started + 90, (0, 0), started
         while time.monotonic() < deadline:

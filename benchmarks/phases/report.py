@@ -87,7 +87,7 @@ def targets(results: Results) -> list[str]:
                 share(get(name, big), get(name, shallow)),
                 share_floor,
             )
-    for pool in ("solo", "prefork -c 2"):
+    for pool in ("solo", "prefork -c 2", "solo after work", "prefork -c 2 after work"):
         figure = f"idle RSS MB {pool}"
         for name in ("tq", "tq-sqlite"):
             tq, stock = get(name, figure), get("stock", figure)
