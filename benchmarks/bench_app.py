@@ -1,8 +1,11 @@
-"""The Celery app the benchmark's workers run: one no-op task, the broker from the environment."""
+"""The Celery app the benchmark's workers run: a no-op task and a latency probe, the
+broker from the environment (``BENCH_PREFETCH``: worker_prefetch_multiplier, default 4)."""
 
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from celery import Celery
 
@@ -16,6 +19,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     task_ignore_result=True,
     worker_hijack_root_logger=False,
+    worker_prefetch_multiplier=int(os.environ.get("BENCH_PREFETCH", "4")),
 )
 
 
@@ -32,3 +36,18 @@ if EXTENSION:
 @app.task(**({"tq_rate_limit": "bench"} if EXTENSION == "limited" else {}))
 def noop() -> None:
     return None
+
+
+_report: Any = None
+
+
+@app.task
+def stamp(published: float) -> None:
+    """Report how long after ``published`` (epoch seconds) this task started."""
+    started = time.time()
+    global _report
+    if _report is None:
+        import redis
+
+        _report = redis.Redis.from_url(os.environ["BENCH_REPORT_URL"])
+    _report.rpush("bench:latency", started - published)

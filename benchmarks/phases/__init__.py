@@ -1,0 +1,1 @@
+"""The benchmark's phases (publish, bulk, drain, latency, depth, memory), one module each."""
