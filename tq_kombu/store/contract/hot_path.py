@@ -126,6 +126,12 @@ class HotPath(ABC):
         """Return a message to ready at its priority (the delivery stays counted)."""
         return self._requeue(checked_lease(lease))
 
+    def give_back(self, lease: Lease) -> bool:
+        """Return a message fetched but never started (prefetched when a worker shuts
+        down warm) to ready at its priority, its delivery count back to what it was
+        before this fetch: never lower, and not raised by a delivery that ran nothing."""
+        return self._give_back(checked_lease(lease))
+
     def bury(self, lease: Lease, dead: DeadLetter) -> bool:
         """Set a delivered message aside as dead; then apply the retention policy."""
         return self._bury(checked_lease(lease), dead)
@@ -156,6 +162,9 @@ class HotPath(ABC):
 
     @abstractmethod
     def _ack(self, lease: Lease) -> bool: ...
+
+    @abstractmethod
+    def _give_back(self, lease: Lease) -> bool: ...
 
     @abstractmethod
     def _release(self, lease: Lease) -> bool: ...
