@@ -12,7 +12,9 @@ What it adds:
 - cluster-wide rate and concurrency limits, per key and fair, applied by the broker
   (``tq_rate_limits``, ``tq_concurrency_limits``, task options ``tq_rate_limit``,
   ``tq_concurrency_limit``, ``tq_limit_key``), changed at run time with
-  :func:`limits_of` (``tq_celery_ext.limits`` is the package that implements them).
+  :func:`limits_of` (``tq_celery_ext.limits`` is the package that implements them);
+- a warm shutdown that loses nothing, also on SIGTERM to the whole process group, and
+  SIGUSR1 logging the worker's state (``tq_celery_ext.worker.shutdown``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .dependencies import DependencyRecorder
 from .graph import Graph, graph
 from .limits import LimitControl, limits_of
 from .limits import connect as connect_limits
+from .worker import shutdown
 
 __all__ = ["Graph", "LimitControl", "graph", "install", "limits_of"]
 
@@ -37,4 +40,5 @@ def install(app: Any) -> FailureRecorder:
     app.tq = recorder
     connect_limits(app)
     app.tq_dependencies = dependencies
+    shutdown.connect(app)
     return recorder

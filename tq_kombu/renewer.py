@@ -223,6 +223,11 @@ class Renewer:
                 self._held[lease] = lease_seconds
             self._send_many([["hold", *lease_fields(lease), lease_seconds] for lease in new])
 
+    def lease_seconds_of(self, leases: list[Lease]) -> dict[Lease, float]:
+        """The lease length each of ``leases`` still held is renewed to."""
+        with self._lock:
+            return {lease: self._held[lease] for lease in leases if lease in self._held}
+
     def settling(self, lease: Lease) -> None:
         """Say a held lease is being settled. The companion is not told (one write less a
         message): it reports a lease lost only when lost twice in a row, by when the drop

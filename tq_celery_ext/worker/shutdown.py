@@ -1,0 +1,116 @@
+"""A warm shutdown that loses nothing, also when SIGTERM reaches the whole process group.
+
+- Every message held but never started (prefetched) goes back to its queue at its
+  priority and delivery count when the worker shuts down warm: the transport asks
+  :func:`unstarted` which deliveries no pool process accepted (see
+  :mod:`tq_kombu.handback`).
+- systemd (``KillMode=control-group``), ``kill -TERM -<pgid>`` and many container
+  runtimes send SIGTERM to every process of the worker at once. Celery's prefork children
+  take SIGTERM's default action and die mid-task. Here a pool process that receives
+  SIGTERM waits (up to :data:`GROUP_WINDOW_SECONDS`) for the main process to say it took
+  a SIGTERM too: if so the signal was sent to the group, the child goes on with its task
+  and the main process ends it when the warm shutdown is done. A SIGTERM meant for the
+  child alone (a cold shutdown cancelling tasks, ``revoke(terminate=True)``, a hard time
+  limit, an operator) still ends it, just up to that window later.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import signal
+import struct
+import time
+from types import FrameType
+from typing import Any
+
+from celery import signals
+from celery.worker import state
+
+from tq_kombu import handback
+
+from . import signals as tq_signals
+
+logger = logging.getLogger(__name__)
+
+#: How long a pool process waits for the main process to confirm a group SIGTERM.
+GROUP_WINDOW_SECONDS = 1.0
+_POLL_SECONDS = 0.01
+_CLOCK = struct.Struct("d")
+
+
+class GroupSignalClock:
+    """When the main process last took SIGTERM as a warm shutdown (``time.monotonic``,
+    the same clock in every process), in memory its pool processes share (forked)."""
+
+    def __init__(self) -> None:
+        self._memory = mmap.mmap(-1, _CLOCK.size)
+        self.note(float("-inf"))
+
+    def note(self, moment: float) -> None:
+        self._memory[: _CLOCK.size] = _CLOCK.pack(moment)
+
+    def last(self) -> float:
+        return float(_CLOCK.unpack(self._memory[: _CLOCK.size])[0])
+
+    def confirms(self, received: float, timeout_seconds: float) -> bool:
+        """Whether the main process takes (or took) a SIGTERM within the window around
+        ``received``, waiting up to ``timeout_seconds`` for it to say so."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            if abs(self.last() - received) <= GROUP_WINDOW_SECONDS:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_SECONDS)
+
+
+def unstarted(delivery_tag: str) -> bool:
+    """Whether the delivery ``delivery_tag`` is a task request no pool process accepted."""
+    for request in list(state.requests.values()):
+        message = getattr(request, "message", None)
+        if getattr(message, "delivery_tag", None) == delivery_tag:
+            return request.time_start is None
+    return False
+
+
+class ShutdownGuard:
+    """Connects the shutdown behaviour to one app's workers."""
+
+    def __init__(self) -> None:
+        self.clock = GroupSignalClock()
+
+    def connect(self, app: Any) -> None:
+        handback.set_unstarted_probe(unstarted)
+        signals.worker_shutting_down.connect(self._on_shutting_down, weak=False)
+        signals.worker_process_init.connect(self._in_pool_process, weak=False)
+        tq_signals.connect(app)
+
+    def _on_shutting_down(self, sig: object = None, how: object = None, **_: Any) -> None:
+        """In the main process, from Celery's own signal handler."""
+        if how == "Warm" and str(sig).upper().removeprefix("SIG") == "TERM":
+            self.clock.note(time.monotonic())
+
+    def _in_pool_process(self, **_: Any) -> None:
+        signal.signal(signal.SIGTERM, self._on_sigterm_in_pool_process)
+
+    def _on_sigterm_in_pool_process(self, signum: int, frame: FrameType | None) -> None:
+        received = time.monotonic()
+        if self.clock.confirms(received, GROUP_WINDOW_SECONDS):
+            logger.warning(
+                "tq: pool process %d ignores a SIGTERM sent to the whole process group: the "
+                "main process shuts down warm and ends it once its task is done",
+                os.getpid(),
+            )
+            return
+        # meant for this process alone: end as SIGTERM's default action does
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def connect(app: Any) -> ShutdownGuard:
+    """Warm shutdown for group signals, prefetched messages given back, SIGUSR1 report."""
+    guard = ShutdownGuard()
+    guard.connect(app)
+    return guard
