@@ -290,6 +290,10 @@ class Renewer:
                 stdout=subprocess.DEVNULL,
                 env=_companion_env(),
                 bufsize=0,
+                # its own process group: a SIGTERM to the worker's group (systemd, kill
+                # -TERM -<pgid>) must not end it while it starts, before it ignores SIGTERM;
+                # it exits by itself once its parent is gone
+                process_group=0,
             )
             assert process.stdin is not None
             _enlarge(process.stdin.fileno())

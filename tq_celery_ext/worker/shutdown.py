@@ -2,7 +2,7 @@
 
 - Every message held but never started (prefetched) goes back to its queue at its
   priority and delivery count when the worker shuts down warm: the transport asks
-  :func:`unstarted` which deliveries no pool process accepted (see
+  :class:`Deliveries` which deliveries no pool process accepted (see
   :mod:`tq_kombu.handback`).
 - systemd (``KillMode=control-group``), ``kill -TERM -<pgid>`` and many container
   runtimes send SIGTERM to every process of the worker at once. Celery's prefork children
@@ -26,7 +26,6 @@ from types import FrameType
 from typing import Any
 
 from celery import signals
-from celery.worker import state
 
 from tq_kombu import handback
 
@@ -66,13 +65,31 @@ class GroupSignalClock:
             time.sleep(_POLL_SECONDS)
 
 
-def unstarted(delivery_tag: str) -> bool:
-    """Whether the delivery ``delivery_tag`` is a task request no pool process accepted."""
-    for request in list(state.requests.values()):
-        message = getattr(request, "message", None)
-        if getattr(message, "delivery_tag", None) == delivery_tag:
-            return request.time_start is None
-    return False
+class Deliveries:
+    """The task requests of this worker process by delivery tag, until acknowledged.
+
+    Celery forgets its prefetched requests (``state.requests``) when it closes the
+    connection, before kombu returns their messages, and a request cancelled by a cold
+    shutdown is forgotten too: so keep them here, to tell one a pool process accepted
+    (its message is released, the delivery counted) from one never started (given back).
+    """
+
+    def __init__(self) -> None:
+        self._requests: dict[str, Any] = {}
+
+    def received(self, request: Any = None, **_: Any) -> None:
+        tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+        if tag is None:
+            return
+        for old, kept in list(self._requests.items()):
+            if kept.acknowledged:
+                self._requests.pop(old, None)
+        self._requests[str(tag)] = request
+
+    def unstarted(self, delivery_tag: str) -> bool:
+        """Whether ``delivery_tag`` is a task request no pool process accepted."""
+        request = self._requests.get(delivery_tag)
+        return request is not None and request.time_start is None and not request.acknowledged
 
 
 class ShutdownGuard:
@@ -80,11 +97,16 @@ class ShutdownGuard:
 
     def __init__(self) -> None:
         self.clock = GroupSignalClock()
+        self.deliveries = Deliveries()
+        #: Set in a prefork pool process (not in a solo or threads worker's only one).
+        self.in_pool_process = False
 
     def connect(self, app: Any) -> None:
-        handback.set_unstarted_probe(unstarted)
+        handback.set_unstarted_probe(self.deliveries.unstarted)
+        signals.task_received.connect(self.deliveries.received, weak=False)
         signals.worker_shutting_down.connect(self._on_shutting_down, weak=False)
         signals.worker_process_init.connect(self._in_pool_process, weak=False)
+        signals.task_prerun.connect(self._before_task, weak=False)
         tq_signals.connect(app)
 
     def _on_shutting_down(self, sig: object = None, how: object = None, **_: Any) -> None:
@@ -93,7 +115,16 @@ class ShutdownGuard:
             self.clock.note(time.monotonic())
 
     def _in_pool_process(self, **_: Any) -> None:
-        signal.signal(signal.SIGTERM, self._on_sigterm_in_pool_process)
+        # billiard replaces every SIGTERM handler but "ignore" once this returns, so the
+        # pool process ignores SIGTERM until its first task, which installs the handler
+        self.in_pool_process = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def _before_task(self, **_: Any) -> None:
+        if not self.in_pool_process:
+            return
+        if signal.getsignal(signal.SIGTERM) != self._on_sigterm_in_pool_process:
+            signal.signal(signal.SIGTERM, self._on_sigterm_in_pool_process)
 
     def _on_sigterm_in_pool_process(self, signum: int, frame: FrameType | None) -> None:
         received = time.monotonic()
