@@ -30,6 +30,7 @@ from celery import signals
 from tq_kombu import handback
 
 from . import signals as tq_signals
+from .pool_drain import DrainPoolMessages
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class ShutdownGuard:
         signals.worker_process_init.connect(self._in_pool_process, weak=False)
         signals.task_prerun.connect(self._before_task, weak=False)
         tq_signals.connect(app)
+        app.steps["worker"].add(DrainPoolMessages)
 
     def _on_shutting_down(self, sig: object = None, how: object = None, **_: Any) -> None:
         """In the main process, from Celery's own signal handler."""
