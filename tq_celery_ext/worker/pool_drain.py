@@ -80,8 +80,9 @@ def drain(pool: Any, timeout_seconds: float = DRAIN_SECONDS) -> None:
         time.sleep(_POLL_SECONDS)
 
 
-class DrainPoolMessages(bootsteps.Step):  # type: ignore[misc]
-    """Worker bootstep: drain the prefork pool's messages when the worker closes."""
+class DrainPoolMessages(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker bootstep: drain the prefork pool's messages when the worker closes (a
+    start-stop step, so that the blueprint calls its ``close``)."""
 
     name = "tq drain pool messages"
     requires = ("celery.worker.components:Pool",)
