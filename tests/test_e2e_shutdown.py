@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +181,26 @@ def test_sigusr1_logs_the_held_messages_memory_and_running_tasks(run: Run) -> No
     # and Celery's own SIGUSR1 dump (thread tracebacks) still follows
     wait_for(lambda: "Thread" in worker.output(), 15, "Celery's traceback dump")
     assert worker.process.poll() is None
+
+
+def test_sigquit_after_a_group_sigterm_is_still_a_cold_shutdown_that_ends_the_pool(
+    run: Run,
+) -> None:
+    # Given a worker running a long task (its other pool process never ran one)
+    run.send("hold", "long", 60.0)
+    worker = run.worker("w")
+    wait_for(lambda: "start long" in run.journal.lines(), 30, "the task started")
+    assert worker.process is not None
+    # When the group gets SIGTERM (warm: the task goes on), then later the main process
+    # SIGQUIT (cold)
+    os.killpg(worker.process.pid, signal.SIGTERM)
+    wait_for(lambda: "ignores a SIGTERM" in worker.output(), 15, "the pool process staying")
+    assert worker.process.poll() is None
+    wait_for(lambda: "Warm shutdown" in worker.output(), 15, "the warm shutdown")
+    time.sleep(1.5)  # past the window in which a SIGTERM is taken for the group's
+    started = time.monotonic()
+    worker.process.send_signal(signal.SIGQUIT)
+    # Then the worker ends the pool and exits long before the task would have ended
+    worker.process.wait(timeout=30)
+    assert time.monotonic() - started < 30
+    assert "done long" not in run.journal.lines()
