@@ -80,7 +80,7 @@ def drain(pool: Any, timeout_seconds: float = DRAIN_SECONDS) -> None:
         time.sleep(_POLL_SECONDS)
 
 
-class DrainPoolMessages(bootsteps.StartStopStep):  # type: ignore[misc]
+class DrainPoolMessages(bootsteps.StartStopStep):
     """Worker bootstep: drain the prefork pool's messages when the worker closes (a
     start-stop step, so that the blueprint calls its ``close``)."""
 
