@@ -204,3 +204,17 @@ def test_sigquit_after_a_group_sigterm_is_still_a_cold_shutdown_that_ends_the_po
     worker.process.wait(timeout=30)
     assert time.monotonic() - started < 30
     assert "done long" not in run.journal.lines()
+
+
+def test_revoke_with_terminate_still_ends_the_task_in_its_pool_process(run: Run) -> None:
+    # Given a worker running a long task
+    result = run.send("hold", "long", 60.0)
+    worker = run.worker("w")
+    wait_for(lambda: "start long" in run.journal.lines(), 30, "the task started")
+    # When it is revoked with terminate (SIGTERM to that pool process alone)
+    run.client.control.revoke(result.id, terminate=True)
+    # Then the task ends (its process is replaced) and the worker goes on
+    wait_for(lambda: "Terminated(15)" in worker.output(), 40, "the task terminated")
+    assert worker.process is not None and worker.process.poll() is None
+    assert "done long" not in run.journal.lines()
+    assert "ignores a SIGTERM" not in worker.output()

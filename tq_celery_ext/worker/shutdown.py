@@ -21,6 +21,7 @@ import mmap
 import os
 import signal
 import struct
+import sys
 import time
 from types import FrameType
 from typing import Any
@@ -137,9 +138,10 @@ class ShutdownGuard:
                 os.getpid(),
             )
             return
-        # meant for this process alone: end as SIGTERM's default action does
+        # meant for this process alone: end as billiard ends a pool process on SIGTERM
+        # (SystemExit, so that finally blocks release what the process holds)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        sys.exit(-(256 - signum))
 
 
 def connect(app: Any) -> ShutdownGuard:
