@@ -117,9 +117,10 @@ class HotPath(ABC):
         return self._ack(checked_lease(lease))
 
     def release(self, lease: Lease) -> bool:
-        """Return an unprocessed message to ready (e.g. prefetched at shutdown); the
-        delivery stays counted, so a message that keeps coming back still reaches
-        ``max_deliveries``."""
+        """Return a message its consumer let go of unsettled, whose task may have started
+        (a closing channel); the delivery stays counted, so a message that keeps coming
+        back still reaches ``max_deliveries``. One known never to have started is given
+        back instead (:meth:`give_back`)."""
         return self._release(checked_lease(lease))
 
     def requeue(self, lease: Lease) -> bool:
