@@ -171,6 +171,27 @@ def test_a_message_released_on_every_delivery_still_reaches_max_deliveries(store
     assert info.dead_reason == DeadReason.MAX_DELIVERIES.value
 
 
+def test_a_message_given_back_unstarted_is_ready_at_its_priority_and_delivery_count(
+    store: Store,
+) -> None:
+    # Given a high priority message delivered once and requeued (count 1), then fetched again
+    store.enqueue("default", message("a", Priority.HIGH))
+    store.enqueue("default", message("low", Priority.LOW))
+    assert store.requeue(only(fetch(store, ["default"])).lease)
+    held = only(fetch(store, ["default"]))
+    assert held.delivery_count == 2
+    # When it is given back without having started (prefetched at a warm shutdown)
+    assert store.give_back(held.lease) is True
+    assert store.give_back(held.lease) is False  # once only
+    # Then it is ready at its priority, with the count it had before that fetch
+    info = store.info("default", "a")
+    assert info is not None and info.state is State.READY
+    assert info.priority == Priority.HIGH and info.delivery_count == 1
+    again = fetch(store, ["default"], max_count=2)
+    assert ids(again) == ["a", "low"]
+    assert again.deliveries[0].delivery_count == 2
+
+
 def test_a_buried_message_shows_as_dead_with_its_reason_in_counts_info_and_listing(
     store: Store,
 ) -> None:

@@ -15,7 +15,9 @@ What it adds:
   :func:`limits_of` (``tq_celery_ext.limits`` is the package that implements them);
 - worker heartbeats (``tq_heartbeat_seconds``), listed by ``celery -A app tq workers``;
 - memory-recycling workers (``tq_worker_memory_soft_limit``, ``..._hard_limit``,
-  ``tq_worker_max_tasks``, SIGUSR2): :mod:`tq_celery_ext.worker.recycling`.
+  ``tq_worker_max_tasks``, SIGUSR2): :mod:`tq_celery_ext.worker.recycling`;
+- a warm shutdown that loses nothing, also on SIGTERM to the whole process group, and
+  SIGUSR1 logging the worker's state (``tq_celery_ext.worker.shutdown``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .limits import LimitControl, limits_of
 from .limits import connect as connect_limits
 from .worker.heartbeat import connect as connect_heartbeats
 from .worker.recycling import connect_recycling
+from .worker import shutdown
 
 __all__ = ["Graph", "LimitControl", "graph", "install", "limits_of"]
 
@@ -44,4 +47,5 @@ def install(app: Any) -> FailureRecorder:
     app.tq_dependencies = dependencies
     app.tq_heartbeats = connect_heartbeats(app)
     connect_recycling(app)
+    shutdown.connect(app)
     return recorder

@@ -23,6 +23,7 @@ from kombu.transport.base import to_rabbitmq_queue_arguments
 from . import batch as tq_batch
 from . import consumers as tq_consumers
 from . import dependencies as tq_dependencies
+from . import handback
 from . import options as tq_options
 from .envelope import Envelope, EnvelopeError
 from .limit_headers import limit_tags
@@ -84,9 +85,9 @@ class QoS(virtual.QoS):
             connection.credit_returned()
 
     def restore_unacked(self) -> list[tuple[BaseException, Any]]:
-        """Give back every message held but not acknowledged (warm shutdown, close).
-        After a lost connection, a message stays held while the worker references it
-        (a running task acks it later) and is released once the worker drops it."""
+        """Return every message held but unacknowledged (warm shutdown, close; see
+        tq_kombu.handback). After a lost connection, one stays held while the worker
+        references it (a running task acks it later), released once it is dropped."""
         self._flush()
         errors: list[tuple[BaseException, Any]] = []
         lost = self.channel.connection_lost
@@ -96,7 +97,7 @@ class QoS(virtual.QoS):
                 self.channel.held.orphan(tag, message)
                 continue
             try:
-                self.channel.settle(tag, "release")
+                self.channel.settle(tag, handback.return_action(tag))
             except BaseException as exc:  # noqa: BLE001 - reported by kombu's caller
                 errors.append((exc, message))
         return errors

@@ -68,6 +68,11 @@ class HeldLeases:
         """Hold (and renew) every lease of a fetched batch, in one word to the renewer."""
         self.renewer.hold_many(leases, lease_seconds)
 
+    def held(self) -> list[tuple[str, Lease]]:
+        """Every (delivery tag, lease) held now, for reports (SIGUSR1)."""
+        with self._lock:
+            return list(self._by_tag.items())
+
     def forget(self, lease: Lease) -> None:
         """Stop renewing a lease settled elsewhere (e.g. set aside as unreadable)."""
         self.renewer.drop(lease)
@@ -125,7 +130,7 @@ class HeldLeases:
         self.renewer.drop(lease)
         if retry:
             logger.info("tq: %s of message %s went through after a retry", action, lease.message_id)
-        if not settled and action != "release":
+        if not settled and action not in ("release", "give_back"):
             self._report_lost(lease, action)
         return True
 
@@ -134,6 +139,8 @@ class HeldLeases:
             return self.store.ack(lease)
         if action == "requeue":
             return self.store.requeue(lease)
+        if action == "give_back":
+            return self.store.give_back(lease)
         if action == "reject":
             dead = DeadLetter(DeadReason.REJECTED, "rejected by the consumer", hostname=HOSTNAME)
             return self.store.bury(lease, dead)
@@ -264,6 +271,12 @@ def held_leases(url: str, options: dict[str, Any], store: Store) -> HeldLeases:
             registry = _REGISTRIES[key] = HeldLeases(url, options, store)
         registry.store = store
         return registry
+
+
+def registries() -> list[HeldLeases]:
+    """Every registry of this process (one per store it consumes from)."""
+    with _REGISTRIES_LOCK:
+        return list(_REGISTRIES.values())
 
 
 def _after_fork_in_child() -> None:

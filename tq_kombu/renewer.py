@@ -223,6 +223,11 @@ class Renewer:
                 self._held[lease] = lease_seconds
             self._send_many([["hold", *lease_fields(lease), lease_seconds] for lease in new])
 
+    def lease_seconds_of(self, leases: list[Lease]) -> dict[Lease, float]:
+        """The lease length each of ``leases`` still held is renewed to."""
+        with self._lock:
+            return {lease: self._held[lease] for lease in leases if lease in self._held}
+
     def settling(self, lease: Lease) -> None:
         """Say a held lease is being settled. The companion is not told (one write less a
         message): it reports a lease lost only when lost twice in a row, by when the drop
@@ -285,6 +290,10 @@ class Renewer:
                 stdout=subprocess.DEVNULL,
                 env=_companion_env(),
                 bufsize=0,
+                # its own process group: a SIGTERM to the worker's group (systemd, kill
+                # -TERM -<pgid>) must not end it while it starts, before it ignores SIGTERM;
+                # it exits by itself once its parent is gone
+                process_group=0,
             )
             assert process.stdin is not None
             _enlarge(process.stdin.fileno())

@@ -117,14 +117,21 @@ class HotPath(ABC):
         return self._ack(checked_lease(lease))
 
     def release(self, lease: Lease) -> bool:
-        """Return an unprocessed message to ready (e.g. prefetched at shutdown); the
-        delivery stays counted, so a message that keeps coming back still reaches
-        ``max_deliveries``."""
+        """Return a message its consumer let go of unsettled, whose task may have started
+        (a closing channel); the delivery stays counted, so a message that keeps coming
+        back still reaches ``max_deliveries``. One known never to have started is given
+        back instead (:meth:`give_back`)."""
         return self._release(checked_lease(lease))
 
     def requeue(self, lease: Lease) -> bool:
         """Return a message to ready at its priority (the delivery stays counted)."""
         return self._requeue(checked_lease(lease))
+
+    def give_back(self, lease: Lease) -> bool:
+        """Return a message fetched but never started (prefetched when a worker shuts
+        down warm) to ready at its priority, its delivery count back to what it was
+        before this fetch: never lower, and not raised by a delivery that ran nothing."""
+        return self._give_back(checked_lease(lease))
 
     def bury(self, lease: Lease, dead: DeadLetter) -> bool:
         """Set a delivered message aside as dead; then apply the retention policy."""
@@ -156,6 +163,9 @@ class HotPath(ABC):
 
     @abstractmethod
     def _ack(self, lease: Lease) -> bool: ...
+
+    @abstractmethod
+    def _give_back(self, lease: Lease) -> bool: ...
 
     @abstractmethod
     def _release(self, lease: Lease) -> bool: ...

@@ -191,6 +191,14 @@ class MemoryHotPath(MemoryLimits, MemoryDependencies):
     def _release(self, lease: Lease) -> bool:
         return self._requeue(lease)  # the delivery stays counted either way
 
+    def _give_back(self, lease: Lease) -> bool:
+        with self._changed:
+            record = self._held(lease)
+            if record is not None:  # the fetch holding this lease raised the count by one
+                self._set(record, delivery_count=max(record.info.delivery_count - 1, 0))
+                self._to_ready(record)
+            return record is not None
+
     def _requeue(self, lease: Lease) -> bool:
         with self._changed:
             record = self._held(lease)

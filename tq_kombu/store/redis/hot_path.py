@@ -119,6 +119,9 @@ class RedisHotPath(RedisShared, HotPath):
     def _requeue(self, lease: Lease) -> bool:
         return self._settle("requeue", lease)
 
+    def _give_back(self, lease: Lease) -> bool:
+        return self._settle("give_back", lease)
+
     def _bury(self, lease: Lease, dead: DeadLetter) -> bool:
         """Dead and trimmed to the retention policy in one settle.lua call."""
         return self._settle("bury", lease, dead)

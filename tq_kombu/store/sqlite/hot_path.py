@@ -103,12 +103,17 @@ class SQLiteHotPath(UsesDatabase, HotPath):
     def _requeue(self, lease: Lease) -> bool:
         return self._back_to_ready(lease)
 
-    def _back_to_ready(self, lease: Lease) -> bool:
-        """The held message to the end of its priority level; the delivery stays counted."""
+    def _give_back(self, lease: Lease) -> bool:
+        return self._back_to_ready(lease, uncount=True)
+
+    def _back_to_ready(self, lease: Lease, uncount: bool = False) -> bool:
+        """The held message to the end of its priority level; the delivery stays counted
+        unless ``uncount`` (never started: the count goes back to before this fetch)."""
+        count = "MAX(delivery_count - 1, 0)" if uncount else "delivery_count"
         with self.db.write("returning a message to ready") as conn:
             cursor = conn.execute(
                 f"UPDATE messages SET state = 'ready', seq = {NEXT_SEQ}, "
-                "lease_until = NULL, lease_token = NULL "
+                f"delivery_count = {count}, lease_until = NULL, lease_token = NULL "
                 "WHERE queue = ? AND id = ? AND state = 'inflight' AND lease_token = ?",
                 (lease.queue, lease.message_id, lease.token),
             )

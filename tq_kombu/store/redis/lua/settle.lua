@@ -1,7 +1,8 @@
--- settle: finish one delivery other than by ack (ack.lua): release, requeue or bury.
+-- settle: finish one delivery other than by ack (ack.lua): release, requeue, give back or bury.
 -- Acts only while the caller's lease token is still the message's current lease.
 -- KEYS: the queue's group (see includes/queue_keys)
--- ARGV[1] action: "release" or "requeue" (ready; the delivery stays counted either way)
+-- ARGV[1] action: "release" or "requeue" (ready; the delivery stays counted either way),
+--         "give_back" (ready; never started: the count goes back to before this fetch)
 --         or "bury" (dead, then the retention policy applies)
 -- ARGV[2] id, ARGV[3] lease token; for "bury" only: ARGV[4] dead reason, ARGV[5] dead
 -- detail, ARGV[6] sealed failure record (base64, may be empty), ARGV[7] worker hostname,
@@ -34,6 +35,7 @@ if action == 'bury' then
   trim_dead(Q, now, tonumber(ARGV[9]), tonumber(ARGV[10]))
   trim_cascaded(now, tonumber(ARGV[9]), tonumber(ARGV[10]))
 else
+  if action == 'give_back' then meta.n = math.max((tonumber(meta.n) or 1) - 1, 0) end
   meta.l = nil
   save_meta(Q, id, meta)
   ready_add(Q, id, tonumber(meta.p) or 0, tonumber(meta.c) or now, meta)
