@@ -29,9 +29,9 @@ from .dependencies import DependencyRecorder
 from .graph import Graph, graph
 from .limits import LimitControl, limits_of
 from .limits import connect as connect_limits
+from .worker import shutdown
 from .worker.heartbeat import connect as connect_heartbeats
 from .worker.recycling import connect_recycling
-from .worker import shutdown
 
 __all__ = ["Graph", "LimitControl", "graph", "install", "limits_of"]
 
