@@ -102,8 +102,11 @@ def expire_messages(
             trim_dead(conn, queue, retention)
 
 
+#: The best plain ready rows in one seek (the planner, left alone, walks
+#: messages_by_state through every limited row ahead of them).
 _READY_SQL = (
     "SELECT priority, seq, id, delivery_count, rowid, task_name FROM messages "
+    "INDEXED BY messages_plain_ready "
     "WHERE queue = ? AND state = 'ready' AND lane IS NULL ORDER BY priority DESC, seq LIMIT ?"
 )
 

@@ -17,7 +17,7 @@ from ...errors import StoreError
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Messages with a time to live (AMQP expiration, x-message-ttl), by expiry.
 _EXPIRY_INDEX = """
@@ -240,6 +240,14 @@ _LIMIT_TABLES = (
     """,
 )
 
+# -- schema 8: plain (unlimited) ready messages in fetch order, apart from limited ones:
+# a fetch finds the best plain message in one seek however many limited ones wait
+# before it (those are reached through messages_by_lane)
+_PLAIN_READY_INDEX = """
+    CREATE INDEX IF NOT EXISTS messages_plain_ready
+        ON messages (queue, priority DESC, seq) WHERE state = 'ready' AND lane IS NULL
+    """
+
 _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS messages (
@@ -318,6 +326,7 @@ _SCHEMA = (
     *_SCHEMA_5,
     *_SCHEMA_6,
     *_LIMIT_TABLES,
+    _PLAIN_READY_INDEX,
 )
 
 #: Schema upgrades: from each version, the statements that lead to the next one.
@@ -331,6 +340,7 @@ _MIGRATIONS = {
     4: _SCHEMA_5,
     5: (*_DEPENDENT_COLUMNS, *_SCHEMA_6),
     6: ("ALTER TABLE messages ADD COLUMN lane TEXT", *_LIMIT_TABLES),
+    7: (_PLAIN_READY_INDEX,),
 }
 
 
