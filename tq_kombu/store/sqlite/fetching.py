@@ -167,7 +167,7 @@ def lease_best(
     admit their head: see :mod:`.lanes`); a message over ``max_deliveries`` goes to
     dead instead."""
     deliveries: list[Delivery] = []
-    lanes = LaneScan(limited)
+    lanes = LaneScan(conn, limited, now)
     while len(deliveries) < max_count:
         wanted = max_count - len(deliveries)
         candidates: list[tuple[tuple[int, int], tuple[int, int, str, str, int] | LaneHead]] = []
@@ -199,7 +199,7 @@ def lease_best(
                     conn, item.queue, item.message_id, -item.order[0], item.delivered, lessee, now
                 )
                 if delivery is not None:
-                    lanes.started(conn, item, delivery, now)
+                    lanes.started(item, delivery)
                     deliveries.append(delivery)
                 break  # the lane's head and turn changed: look again
             negative_priority, _, queue, message_id, delivered = item
@@ -209,6 +209,7 @@ def lease_best(
             handed += 1
             if delivery is not None:
                 deliveries.append(delivery)
+    lanes.finish()
     return deliveries
 
 
