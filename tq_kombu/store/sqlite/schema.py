@@ -240,13 +240,19 @@ _LIMIT_TABLES = (
     """,
 )
 
-# -- schema 8: plain (unlimited) ready messages in fetch order, apart from limited ones:
-# a fetch finds the best plain message in one seek however many limited ones wait
-# before it (those are reached through messages_by_lane)
+# -- schema 8: indexes for limits at fetch. Plain (unlimited) ready messages in fetch
+# order, apart from limited ones: a fetch finds the best plain message in one seek
+# however many limited ones wait ahead of it (those it reaches through messages_by_lane)
 _PLAIN_READY_INDEX = """
     CREATE INDEX IF NOT EXISTS messages_plain_ready
         ON messages (queue, priority DESC, seq) WHERE state = 'ready' AND lane IS NULL
     """
+# lanes waiting for a slot, which every end of a limited lease wakes: found without
+# reading every lane (one per key of a per-key limit)
+_SLOT_WAITERS_INDEX = """
+    CREATE INDEX IF NOT EXISTS lanes_waiting_for_slot ON lanes (queue) WHERE waits_for_slot = 1
+    """
+_SCHEMA_8 = (_PLAIN_READY_INDEX, _SLOT_WAITERS_INDEX)
 
 _SCHEMA = (
     """
@@ -326,7 +332,7 @@ _SCHEMA = (
     *_SCHEMA_5,
     *_SCHEMA_6,
     *_LIMIT_TABLES,
-    _PLAIN_READY_INDEX,
+    *_SCHEMA_8,
 )
 
 #: Schema upgrades: from each version, the statements that lead to the next one.
@@ -340,7 +346,7 @@ _MIGRATIONS = {
     4: _SCHEMA_5,
     5: (*_DEPENDENT_COLUMNS, *_SCHEMA_6),
     6: ("ALTER TABLE messages ADD COLUMN lane TEXT", *_LIMIT_TABLES),
-    7: (_PLAIN_READY_INDEX,),
+    7: _SCHEMA_8,
 }
 
 
