@@ -193,7 +193,7 @@ def lease_best(
                 break
             if isinstance(item, LaneHead):
                 dies = lessee.lease_until is not None and item.delivered >= lessee.max_deliveries
-                if not lanes.admits(conn, item, dies, skip, now):
+                if not lanes.admits(conn, item, dies, skip):
                     continue
                 delivery = _hand_out(
                     conn, item.queue, item.message_id, -item.order[0], item.delivered, lessee, now

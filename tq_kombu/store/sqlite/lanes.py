@@ -13,7 +13,8 @@ at before its time, and the waiter does not count it as work.
 
 Rate state is ``limit_state`` (GCRA TAT per name and key, :mod:`tq_kombu.store.gcra`);
 a concurrency slot is a ``limit_slots`` row naming the lease token, counted only while
-that message is in flight under that token and its lease has not run out.
+that message is in flight under that token and its lease has not run out. The decisions
+and the writes of one fetch's starts are :mod:`.admission`'s.
 """
 
 from __future__ import annotations
@@ -97,9 +98,7 @@ class LaneScan:
             if (queue, head.lane) not in self.closed
         ]
 
-    def admits(
-        self, conn: sqlite3.Connection, head: LaneHead, dies: bool, skip: list[str], now: float
-    ) -> bool:
+    def admits(self, conn: sqlite3.Connection, head: LaneHead, dies: bool, skip: list[str]) -> bool:
         """Whether ``head`` may be handed out (one that dies of max_deliveries starts
         nothing); if not, its lane is closed (and blocked when its limits refuse)."""
         self.admission = None
