@@ -132,3 +132,29 @@ def test_a_schema_7_sqlite_file_upgrades_to_the_indexes_of_limits_at_fetch(
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
     assert {"messages_plain_ready", "lanes_waiting_for_slot"} <= indexes
+
+
+def test_keys_take_turns_inside_one_fetch_as_across_fetches(store: Store) -> None:
+    # Given key a's 10 messages published before key b's 3, under a never-binding rate
+    store.define_limits([NEVER_BINDING])
+    for key, count in (("a", 10), ("b", 3)):
+        store.enqueue_many(
+            [
+                (Q, NewMessage(f"{key}{n}", b"x", 5, limits=(LimitTag("rate", "api", key),)))
+                for n in range(count)
+            ]
+        )
+    # When one fetch asks for 7, Then the keys alternate while both have work
+    assert ids(store.fetch([Q], 7, "c", LONG_LEASE, 5)) == [
+        "a0",
+        "b0",
+        "a1",
+        "b1",
+        "a2",
+        "b2",
+        "a3",
+    ]
+    # And the next fetch goes on from the turns the first one left: b's new message
+    # arrived after a was last served, so it waits for a's turn
+    store.enqueue(Q, NewMessage("b3", b"x", 5, limits=(LimitTag("rate", "api", "b"),)))
+    assert ids(store.fetch([Q], 3, "c", LONG_LEASE, 5)) == ["a4", "b3", "a5"]

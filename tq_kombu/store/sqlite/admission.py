@@ -3,10 +3,10 @@ SQLite (inside its transaction; see :mod:`.lanes`).
 
 One :class:`Admissions` lives as long as one fetch. It reads the limit definitions once
 and each (name, key)'s GCRA TAT at most once, keeps the TATs it moves in memory, and
-writes them, with the per-second start counts, once at the end of the fetch
-(:meth:`Admissions.flush`): a fetch that starts n messages of one key then writes that
-key's TAT once, not n times. Concurrency slots are written at once (the next decision
-counts them).
+writes them, with the per-second start counts and the turns of the lanes it served,
+once at the end of the fetch (:meth:`Admissions.flush`): a fetch that starts n messages
+of one key then writes that key's TAT and its lane's turn once, not n times.
+Concurrency slots are written at once (the next decision counts them).
 
 Each rate decision is taken at its own instant (the fetch's time, or later when the
 clock moved on while the fetch ran): GCRA (:mod:`tq_kombu.store.gcra`) judges starts at
@@ -84,6 +84,9 @@ class Admissions:
         self._tats: dict[tuple[str, str], int | None] = {}
         self._moved: set[tuple[str, str]] = set()
         self._starts: Counter[tuple[str, int]] = Counter()
+        self._seq: int | None = None  # the seq counter when this fetch first started one
+        self._turns: dict[tuple[str, str], int] = {}  # lane -> its turn, provisional
+        self._taken = 0
 
     def _definition(self, name: str) -> tuple[str, int, int, int] | None:
         if self._definitions is None:
@@ -137,8 +140,9 @@ class Admissions:
     def start(
         self, queue: str, message_id: str, lane: str, admission: Admission, token: str
     ) -> None:
-        """Note one admitted start: TATs and counts (written by :meth:`flush`), slots
-        (for a lease) and the lane's turn (written now: the fetch reads them again)."""
+        """Note one admitted start: its slots (for a lease) now (the next decision
+        counts them); TATs, counts and the lane's turn for :meth:`flush` (:meth:`turn`
+        tells the fetch the turn meanwhile)."""
         for name, key, tat_us in admission.tats:
             self._tats[(name, key)] = tat_us
             self._moved.add((name, key))
@@ -150,13 +154,27 @@ class Admissions:
             )
         for name in admission.names:
             self._starts[(name, int(admission.at))] += 1
-        turn = take_seqs(self.conn, 1)
-        self.conn.execute(
-            "UPDATE lanes SET turn = ? WHERE queue = ? AND lane = ?", (turn, queue, lane)
-        )
+        if self._seq is None:
+            row = self.conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+            self._seq = int(row[0])
+        self._taken += 1
+        self._turns[(queue, lane)] = self._seq + self._taken
+
+    def turn(self, queue: str, lane: str) -> int | None:
+        """The turn this fetch gave ``lane`` (None: it served none of it)."""
+        return self._turns.get((queue, lane))
 
     def flush(self) -> None:
-        """Write the TATs moved and the starts counted by this fetch."""
+        """Write the TATs moved, the starts counted and the lanes' turns (the seq
+        numbers taken one by one, in the order of the starts)."""
+        if self._taken and self._seq is not None:
+            offset = take_seqs(self.conn, self._taken) - (self._seq + 1)
+            self.conn.executemany(
+                "UPDATE lanes SET turn = ? WHERE queue = ? AND lane = ?",
+                [(turn + offset, queue, lane) for (queue, lane), turn in self._turns.items()],
+            )
+            self._seq, self._taken = None, 0
+            self._turns.clear()
         self.conn.executemany(
             "INSERT OR REPLACE INTO limit_state (name, key, tat_us) VALUES (?, ?, ?)",
             [(name, key, self._tats[(name, key)]) for name, key in sorted(self._moved)],

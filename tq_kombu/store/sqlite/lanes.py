@@ -23,7 +23,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..contract import SKIP_SCAN_LIMIT
 from ..model import Delivery, LimitTag
@@ -90,13 +90,20 @@ class LaneScan:
         self.admission: Admission | None = None
 
     def heads(self, conn: sqlite3.Connection, now: float) -> list[LaneHead]:
+        """The heads of the open lanes, placed by the turns this fetch gave them."""
         return [
-            head
+            self._placed(head)
             for queue in self.queues
             if self.refused[queue] < SKIP_SCAN_LIMIT
             for head in lane_heads(conn, queue, now)
             if (queue, head.lane) not in self.closed
         ]
+
+    def _placed(self, head: LaneHead) -> LaneHead:
+        turn = self.admissions.turn(head.queue, head.lane)
+        if turn is None:
+            return head
+        return replace(head, order=(head.order[0], max(head.order[1], turn)))
 
     def admits(self, conn: sqlite3.Connection, head: LaneHead, dies: bool, skip: list[str]) -> bool:
         """Whether ``head`` may be handed out (one that dies of max_deliveries starts
