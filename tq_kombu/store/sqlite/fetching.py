@@ -168,19 +168,28 @@ def lease_best(
     dead instead."""
     deliveries: list[Delivery] = []
     lanes = LaneScan(conn, limited, now)
+    # the plain candidates, read again only once one of them was handed out or buried
+    # (a lane's start changes nothing of them)
+    plain_candidates: list[tuple[tuple[int, int], tuple[int, int, str, str, int]]] | None = None
     while len(deliveries) < max_count:
         wanted = max_count - len(deliveries)
-        candidates: list[tuple[tuple[int, int], tuple[int, int, str, str, int] | LaneHead]] = []
         buried = False
-        for queue in queues:
-            for row in _ready_rows(conn, queue, wanted, skip):
-                try:
-                    plain = candidate(queue, row)
-                    candidates.append(((plain[0], plain[1]), plain))
-                except CorruptRow as exc:
-                    bury_corrupt(conn, int(row[4]), str(exc), now)
-                    trim_dead(conn, queue, lessee.retention)
-                    buried = True
+        if plain_candidates is None:
+            plain_candidates = []
+            for queue in queues:
+                for row in _ready_rows(conn, queue, wanted, skip):
+                    try:
+                        plain = candidate(queue, row)
+                        plain_candidates.append(((plain[0], plain[1]), plain))
+                    except CorruptRow as exc:
+                        bury_corrupt(conn, int(row[4]), str(exc), now)
+                        trim_dead(conn, queue, lessee.retention)
+                        buried = True
+        candidates: list[tuple[tuple[int, int], tuple[int, int, str, str, int] | LaneHead]] = [
+            *plain_candidates
+        ]
+        if buried:
+            plain_candidates = None
         candidates += [(head.order, head) for head in lanes.heads(conn, now)]
         if not candidates:
             if buried:
@@ -207,6 +216,7 @@ def lease_best(
                 conn, queue, message_id, -negative_priority, delivered, lessee, now
             )
             handed += 1
+            plain_candidates = None
             if delivery is not None:
                 deliveries.append(delivery)
     lanes.finish()
