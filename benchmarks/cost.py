@@ -49,6 +49,17 @@ TRANSPORTS = {
     "tq-ext": ("tq+redis://127.0.0.1:{port}/0", ""),
     #: tq-ext with the task under a rate limit that never binds (a million a second)
     "tq-limited": ("tq+redis://127.0.0.1:{port}/0", ""),
+    #: tq-sqlite with ``tq_celery_ext.install(app)`` in the app (no dependency or limit used)
+    "tq-sqlite-ext": ("tq+sqlite:///{db}", ""),
+    #: tq-sqlite-ext with the task under a rate limit that never binds (a million a second)
+    "tq-sqlite-limited": ("tq+sqlite:///{db}", ""),
+}
+#: name -> BENCH_EXTENSION (read by bench_app.py); the others run without the extension
+EXTENSIONS = {
+    "tq-ext": "1",
+    "tq-limited": "limited",
+    "tq-sqlite-ext": "1",
+    "tq-sqlite-limited": "limited",
 }
 TICK_SECONDS = 1 / os.sysconf("SC_CLK_TCK")
 #: Seconds between two reads of the backlog.
@@ -90,6 +101,11 @@ def is_renewer(pid: int) -> bool:
         return False
 
 
+def uses_sqlite(name: str) -> bool:
+    """Whether transport ``name`` stores on SQLite (no redis-server needed)."""
+    return TRANSPORTS[name][0].startswith("tq+sqlite")
+
+
 def commandstats(client: redis.Redis) -> dict[str, int]:
     return {name: int(stats["calls"]) for name, stats in client.info("commandstats").items()}
 
@@ -100,7 +116,7 @@ class Backlog:
     def __init__(self, name: str, client: redis.Redis | None, db: str) -> None:
         self.name, self.client, self.reads = name, client, 0
         self.store: Any = None
-        if name == "tq-sqlite":
+        if uses_sqlite(name):
             from tq_kombu.store import open_store
 
             self.store = open_store(f"sqlite:///{db}")
@@ -134,7 +150,7 @@ def environment(name: str, port: int, db: str) -> dict[str, str]:
         **os.environ,
         "BENCH_BROKER_URL": url.format(port=port, db=db),
         "BENCH_OPTIONS": options,
-        "BENCH_EXTENSION": {"tq-ext": "1", "tq-limited": "limited"}.get(name, ""),
+        "BENCH_EXTENSION": EXTENSIONS.get(name, ""),
         "TQ_ENCRYPTION_KEYS": BENCH_KEY,
         "PYTHONPATH": str(ROOT),
         "PYTHONWARNINGS": "ignore",
@@ -239,10 +255,10 @@ def main() -> None:
     args = parser.parse_args()
     pool = ["--pool", "solo"] if args.pool == "solo" else ["--pool", "prefork", "-c", "2"]
     names = args.only or list(TRANSPORTS)
-    server = PrivateRedis(args.port) if any(n != "tq-sqlite" for n in names) else None
+    server = PrivateRedis(args.port) if not all(uses_sqlite(n) for n in names) else None
     try:
         for name in names:
-            uses_redis = server if name != "tq-sqlite" else None
+            uses_redis = None if uses_sqlite(name) else server
             figures = measure(name, uses_redis, args.n, args.warmup, pool, args.profile)
             print(json.dumps({"transport": name, "pool": args.pool, **figures}), flush=True)
     finally:

@@ -216,7 +216,7 @@ class Picker:
     def __init__(
         self, store: MemoryLimits, queues: list[str], skip: set[str], now: float, leasing: bool
     ):
-        self.store, self.now, self.now_us, self.leasing = store, now, to_us(now), leasing
+        self.store, self.now, self.leasing = store, now, leasing
         self.plain: list[Record] = []
         self.lanes: dict[tuple[str, tuple[LimitTag, ...]], list[Record]] = {}
         for queue in queues:
@@ -250,9 +250,10 @@ class Picker:
         """Start ``record`` if its limits admit it; else close its lane for this fetch."""
         if self.running is None:
             self.running = self.store._running(self.now)
-        verdict = self.store._verdict(record.limits, self.now_us, self.running)
+        at = max(self.now, self.store.clock())  # each start judged at its own instant
+        verdict = self.store._verdict(record.limits, to_us(at), self.running)
         if verdict.admitted:
-            self.store._start(record, verdict, self.running if self.leasing else None, self.now)
+            self.store._start(record, verdict, self.running if self.leasing else None, at)
             return True
         queue = record.info.queue
         self.lanes.pop((queue, record.limits), None)

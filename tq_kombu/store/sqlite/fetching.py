@@ -102,8 +102,11 @@ def expire_messages(
             trim_dead(conn, queue, retention)
 
 
+#: The best plain ready rows in one seek (the planner, left alone, walks
+#: messages_by_state through every limited row ahead of them).
 _READY_SQL = (
     "SELECT priority, seq, id, delivery_count, rowid, task_name FROM messages "
+    "INDEXED BY messages_plain_ready "
     "WHERE queue = ? AND state = 'ready' AND lane IS NULL ORDER BY priority DESC, seq LIMIT ?"
 )
 
@@ -164,20 +167,29 @@ def lease_best(
     admit their head: see :mod:`.lanes`); a message over ``max_deliveries`` goes to
     dead instead."""
     deliveries: list[Delivery] = []
-    lanes = LaneScan(limited)
+    lanes = LaneScan(conn, limited, now)
+    # the plain candidates, read again only once one of them was handed out or buried
+    # (a lane's start changes nothing of them)
+    plain_candidates: list[tuple[tuple[int, int], tuple[int, int, str, str, int]]] | None = None
     while len(deliveries) < max_count:
         wanted = max_count - len(deliveries)
-        candidates: list[tuple[tuple[int, int], tuple[int, int, str, str, int] | LaneHead]] = []
         buried = False
-        for queue in queues:
-            for row in _ready_rows(conn, queue, wanted, skip):
-                try:
-                    plain = candidate(queue, row)
-                    candidates.append(((plain[0], plain[1]), plain))
-                except CorruptRow as exc:
-                    bury_corrupt(conn, int(row[4]), str(exc), now)
-                    trim_dead(conn, queue, lessee.retention)
-                    buried = True
+        if plain_candidates is None:
+            plain_candidates = []
+            for queue in queues:
+                for row in _ready_rows(conn, queue, wanted, skip):
+                    try:
+                        plain = candidate(queue, row)
+                        plain_candidates.append(((plain[0], plain[1]), plain))
+                    except CorruptRow as exc:
+                        bury_corrupt(conn, int(row[4]), str(exc), now)
+                        trim_dead(conn, queue, lessee.retention)
+                        buried = True
+        candidates: list[tuple[tuple[int, int], tuple[int, int, str, str, int] | LaneHead]] = [
+            *plain_candidates
+        ]
+        if buried:
+            plain_candidates = None
         candidates += [(head.order, head) for head in lanes.heads(conn, now)]
         if not candidates:
             if buried:
@@ -190,13 +202,13 @@ def lease_best(
                 break
             if isinstance(item, LaneHead):
                 dies = lessee.lease_until is not None and item.delivered >= lessee.max_deliveries
-                if not lanes.admits(conn, item, dies, skip, now):
+                if not lanes.admits(conn, item, dies, skip):
                     continue
                 delivery = _hand_out(
                     conn, item.queue, item.message_id, -item.order[0], item.delivered, lessee, now
                 )
                 if delivery is not None:
-                    lanes.started(conn, item, delivery, now)
+                    lanes.started(item, delivery)
                     deliveries.append(delivery)
                 break  # the lane's head and turn changed: look again
             negative_priority, _, queue, message_id, delivered = item
@@ -204,8 +216,10 @@ def lease_best(
                 conn, queue, message_id, -negative_priority, delivered, lessee, now
             )
             handed += 1
+            plain_candidates = None
             if delivery is not None:
                 deliveries.append(delivery)
+    lanes.finish()
     return deliveries
 
 

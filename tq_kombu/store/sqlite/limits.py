@@ -12,8 +12,9 @@ from collections import Counter
 from .. import gcra
 from ..contract import Limits
 from ..model import LimitDefinition, LimitKeyStatus, LimitStatus
+from .admission import tags_of, to_us
 from .db import UsesDatabase
-from .lanes import tags_of, to_us, unblock_all
+from .lanes import unblock_all
 
 #: The window of ``recent_starts`` for a concurrency limit (and the shortest for a rate).
 RECENT_WINDOW_SECONDS = 60.0

@@ -58,8 +58,9 @@ UNKNOWN_STATES_SQL = _unknown_states_sql()
 
 def take_seqs(conn: sqlite3.Connection, count: int) -> int:
     """Reserve ``count`` consecutive sequence numbers; return the first."""
-    conn.execute("UPDATE counters SET value = value + ? WHERE name = 'seq'", (count,))
-    row = conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+    row = conn.execute(
+        "UPDATE counters SET value = value + ? WHERE name = 'seq' RETURNING value", (count,)
+    ).fetchone()
     return int(row[0]) - count + 1
 
 

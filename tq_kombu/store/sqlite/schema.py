@@ -17,7 +17,7 @@ from ...errors import StoreError
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Messages with a time to live (AMQP expiration, x-message-ttl), by expiry.
 _EXPIRY_INDEX = """
@@ -240,6 +240,20 @@ _LIMIT_TABLES = (
     """,
 )
 
+# -- schema 8: indexes for limits at fetch. Plain (unlimited) ready messages in fetch
+# order, apart from limited ones: a fetch finds the best plain message in one seek
+# however many limited ones wait ahead of it (those it reaches through messages_by_lane)
+_PLAIN_READY_INDEX = """
+    CREATE INDEX IF NOT EXISTS messages_plain_ready
+        ON messages (queue, priority DESC, seq) WHERE state = 'ready' AND lane IS NULL
+    """
+# lanes waiting for a slot, which every end of a limited lease wakes: found without
+# reading every lane (one per key of a per-key limit)
+_SLOT_WAITERS_INDEX = """
+    CREATE INDEX IF NOT EXISTS lanes_waiting_for_slot ON lanes (queue) WHERE waits_for_slot = 1
+    """
+_SCHEMA_8 = (_PLAIN_READY_INDEX, _SLOT_WAITERS_INDEX)
+
 _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS messages (
@@ -319,6 +333,7 @@ _SCHEMA = (
     *_SCHEMA_5,
     *_SCHEMA_6,
     *_LIMIT_TABLES,
+    *_SCHEMA_8,
 )
 
 #: Schema upgrades: from each version, the statements that lead to the next one.
@@ -332,8 +347,9 @@ _MIGRATIONS = {
     4: _SCHEMA_5,
     5: (*_DEPENDENT_COLUMNS, *_SCHEMA_6),
     6: ("ALTER TABLE messages ADD COLUMN lane TEXT", *_LIMIT_TABLES),
+    7: _SCHEMA_8,
     # a lost worker's last beat is kept until kept_until (NULL: dropped once expired)
-    7: ("ALTER TABLE workers ADD COLUMN kept_until REAL",),
+    8: ("ALTER TABLE workers ADD COLUMN kept_until REAL",),
 }
 
 

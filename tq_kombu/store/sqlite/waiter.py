@@ -76,8 +76,8 @@ class SQLiteWaiting(UsesDatabase):
         with self.db.read("wait") as conn:
             for queue in queues:
                 row = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND state = 'ready'"
-                    "  AND lane IS NULL),"
+                    "SELECT EXISTS (SELECT 1 FROM messages INDEXED BY messages_plain_ready"
+                    "  WHERE queue = ?1 AND state = 'ready' AND lane IS NULL),"
                     " (SELECT MIN(eta) FROM messages WHERE queue = ?1 AND state = 'delayed'),"
                     " (SELECT MIN(lease_until) FROM messages"
                     "  WHERE queue = ?1 AND state = 'inflight'),"
