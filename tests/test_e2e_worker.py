@@ -280,8 +280,9 @@ def test_the_task_of_a_worker_killed_mid_task_completes_on_another(e2e: E2E, poo
 
 
 def test_tasks_ten_times_longer_than_the_lease_run_exactly_once_in_both_pools(e2e: E2E) -> None:
-    # Given 1 s leases, a solo and a prefork worker each on its own queue
-    e2e.lease_seconds = lease = 1
+    # Given 2 s leases (1 s ones expire when a loaded 2-core machine stalls the renewer
+    # for a second), a solo and a prefork worker each on its own queue
+    e2e.lease_seconds = lease = 2
     e2e.worker(*SOLO, "-Q", "long_solo", name="solo")
     e2e.worker(*PREFORK, "-Q", "long_prefork", name="prefork")
     # When each starts an acks_late task lasting 10 leases
