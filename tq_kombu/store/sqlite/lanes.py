@@ -7,9 +7,9 @@ queue and lane: its *turn* (the seq counter when it was last served: its head co
 at ``(priority, max(head seq, turn))``, so lanes of one priority take turns) and
 ``blocked_until`` (set when its limits refused its head: the time a rate admits it or
 the earliest lease expiry of the slots it waits for; cleared, for a lane that
-``waits_for_slot``, by the schema's triggers when a limited lease ends, and for every
-lane by a definition change). A blocked lane is not looked
-at before its time, and the waiter does not count it as work.
+``waits_for_slot``, by the schema's triggers when a lease under a concurrency limit
+ends, and for every lane by a definition change). A blocked lane is not looked at
+before its time, and the waiter does not count it as work.
 
 Rate state is ``limit_state`` (GCRA TAT per name and key, :mod:`tq_kombu.store.gcra`);
 a concurrency slot is a ``limit_slots`` row naming the lease token, counted only while
@@ -23,7 +23,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..contract import SKIP_SCAN_LIMIT
 from ..model import Delivery, LimitTag
@@ -145,9 +145,12 @@ class LaneScan:
 
     def _placed(self, head: LaneHead) -> LaneHead:
         turn = self.admissions.turn(head.queue, head.lane)
-        if turn is None:
+        if turn is None or turn <= head.order[1]:
             return head
-        return replace(head, order=(head.order[0], max(head.order[1], turn)))
+        order = (head.order[0], turn)  # (built directly: dataclasses.replace is slow)
+        return LaneHead(
+            order, head.queue, head.message_id, head.delivered, head.lane, head.task_name
+        )
 
     def admits(self, conn: sqlite3.Connection, head: LaneHead, dies: bool, skip: list[str]) -> bool:
         """Whether ``head`` may be handed out (one that dies of max_deliveries starts
