@@ -158,3 +158,68 @@ def test_keys_take_turns_inside_one_fetch_as_across_fetches(store: Store) -> Non
     # arrived after a was last served, so it waits for a's turn
     store.enqueue(Q, NewMessage("b3", b"x", 5, limits=(LimitTag("rate", "api", "b"),)))
     assert ids(store.fetch([Q], 3, "c", LONG_LEASE, 5)) == ["a4", "b3", "a5"]
+
+
+def _slot_waiters(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT lane FROM lanes WHERE waits_for_slot = 1").fetchall()
+    conn.close()
+    return [str(row[0]) for row in rows]
+
+
+_SCHEMA_9_TRIGGER = """
+    CREATE TRIGGER limited_message_goes AFTER DELETE ON messages WHEN old.lane IS NOT NULL
+    BEGIN
+        DELETE FROM limit_slots WHERE queue = old.queue AND id = old.id;
+        UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0
+            WHERE old.state = 'inflight' AND waits_for_slot = 1;
+        DELETE FROM lanes WHERE queue = old.queue AND lane = old.lane AND NOT EXISTS
+            (SELECT 1 FROM messages WHERE queue = old.queue AND lane = old.lane);
+    END
+"""
+
+
+def test_a_schema_9_sqlite_file_upgrades_so_only_a_slot_holders_end_wakes_slot_waiters(
+    tmp_path: Path,
+) -> None:
+    from tq_kombu.store.sqlite import SCHEMA_VERSION
+
+    # Given a file as schema 9 left it: every limited message's end woke slot waiters
+    path = tmp_path / "old.db"
+    old = _sqlite(path)
+    old.define_limits([NEVER_BINDING])
+    old.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER slot_holder_goes")
+        conn.execute("DROP TRIGGER limited_message_goes")
+        conn.execute(_SCHEMA_9_TRIGGER)
+        conn.execute("PRAGMA user_version = 9")
+    conn.close()
+    # When this tq opens it, with one slot held and a lane waiting for it
+    store = _sqlite(path)
+    try:
+        one_slot = LimitDefinition("db", "concurrency", slots=1)
+        store.define_limits([NEVER_BINDING, one_slot])
+        slot = (LimitTag("concurrency", "db"),)
+        store.enqueue_many(
+            [
+                (Q, NewMessage("holder", b"x", 5, limits=slot)),
+                (Q, NewMessage("waiter", b"x", 5, limits=slot)),
+                (Q, NewMessage("rated", b"x", 5, limits=(LimitTag("rate", "api"),))),
+            ]
+        )
+        holder, rated = store.fetch([Q], 3, "c", LONG_LEASE, 5).deliveries
+        assert [holder.lease.message_id, rated.lease.message_id] == ["holder", "rated"]
+        assert len(_slot_waiters(path)) == 1
+        # Then the end of the rate-only message leaves the waiter waiting
+        assert store.ack(rated.lease)
+        assert len(_slot_waiters(path)) == 1
+        # And the end of the slot holder wakes it, and it starts
+        assert store.ack(holder.lease)
+        assert _slot_waiters(path) == []
+        assert ids(store.fetch([Q], 3, "c", LONG_LEASE, 5)) == ["waiter"]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()

@@ -132,14 +132,24 @@ def _ready_rows(
     return rows
 
 
-def more_ready(
-    conn: sqlite3.Connection, queues: list[str], skip: list[str], now: float, limited: list[str]
-) -> bool:
-    """Whether a ready message the next fetch could hand out is left in ``queues``
-    (a plain one, or one in a lane that its limits do not hold back)."""
-    if any(_ready_rows(conn, queue, 1, skip) for queue in queues):
-        return True
-    return any(lane_work(conn, queue, now)[0] for queue in limited)
+def more_ready(conn: sqlite3.Connection, queues: list[str], skip: list[str]) -> bool:
+    """Whether a plain ready message the next fetch could hand out is left in ``queues``
+    (the lanes' work is :func:`lanes_due`'s)."""
+    return any(_ready_rows(conn, queue, 1, skip) for queue in queues)
+
+
+def lanes_due(
+    conn: sqlite3.Connection, limited: list[str], now: float
+) -> tuple[bool, float | None]:
+    """Whether a lane of the ``limited`` queues that its limits do not hold back has a
+    ready message, and the earliest time a held-back one is looked at again (always
+    after ``now``): one statement per queue, once per fetch."""
+    open_lane, wakes = False, []
+    for queue in limited:
+        has_work, wake = lane_work(conn, queue, now)
+        open_lane = open_lane or has_work
+        wakes += [] if wake is None else [wake]
+    return open_lane, (min(wakes) if wakes else None)
 
 
 @dataclass(frozen=True)
@@ -190,7 +200,7 @@ def lease_best(
         ]
         if buried:
             plain_candidates = None
-        candidates += [(head.order, head) for head in lanes.heads(conn, now)]
+        candidates += [(head.order, head) for head in lanes.heads(conn, now, wanted)]
         if not candidates:
             if buried:
                 continue
@@ -207,8 +217,8 @@ def lease_best(
                 delivery = _hand_out(
                     conn, item.queue, item.message_id, -item.order[0], item.delivered, lessee, now
                 )
+                lanes.handed(item, delivery)
                 if delivery is not None:
-                    lanes.started(item, delivery)
                     deliveries.append(delivery)
                 break  # the lane's head and turn changed: look again
             negative_priority, _, queue, message_id, delivered = item
@@ -285,17 +295,12 @@ _DUE_SQL = (  # "< ''": numbers only (see promote_due)
 )
 
 
-def next_due(
-    conn: sqlite3.Connection, queues: list[str], now: float, limited: list[str]
-) -> float | None:
+def next_due(conn: sqlite3.Connection, queues: list[str]) -> float | None:
     """The earliest time a delayed message comes due, a lease expires or a dependency
-    deadline passes in ``queues`` (one statement per queue), or a lane its limits hold
-    back is looked at again."""
+    deadline passes in ``queues`` (one statement per queue; a held-back lane's time is
+    :func:`lanes_due`'s)."""
     times: list[float] = []
     for queue in queues:
         row = conn.execute(_DUE_SQL, (queue,)).fetchone()
         times.extend(float(value) for value in row or () if is_number(value))
-    for queue in limited:
-        wake = lane_work(conn, queue, now)[1]
-        times += [] if wake is None else [wake]
     return min(times) if times else None

@@ -16,7 +16,15 @@ from ..contract import HotPath
 from ..model import DeadLetter, FetchResult, Lease, NewMessage
 from .cascade import drain_deaths, sweep_deadlines
 from .db import UsesDatabase
-from .fetching import Lessee, expire_messages, lease_best, more_ready, next_due, promote_due
+from .fetching import (
+    Lessee,
+    expire_messages,
+    lanes_due,
+    lease_best,
+    more_ready,
+    next_due,
+    promote_due,
+)
 from .lanes import limited_queues
 from .publishing import store_message
 from .rows import NEXT_SEQ, trim_dead
@@ -62,16 +70,20 @@ class SQLiteHotPath(UsesDatabase, HotPath):
             expire_messages(conn, queues, now, self.retention)
             limited = limited_queues(conn, queues)
             deliveries = lease_best(conn, queues, max_count, lessee, skip, now, limited)
-            due = next_due(conn, queues, now, limited)  # dependency deadlines included
+            due = next_due(conn, queues)  # dependency deadlines included
             if (
                 due is not None
                 and due <= now
                 and sweep_deadlines(conn, queues, now, self.retention)
             ):
-                due = next_due(conn, queues, now, limited)
+                due = next_due(conn, queues)
             # parents set aside here (expired, corrupt, max_deliveries, timed out)
             drain_deaths(conn, now, self.dependency_record_ttl_seconds, self.retention)
-            more = more_ready(conn, queues, skip, now, limited)
+            more = more_ready(conn, queues, skip)
+            if limited:  # the lanes' work and wake, judged once (a wake is after now)
+                open_lane, wake = lanes_due(conn, limited, now)
+                more = more or open_lane
+                due = wake if due is None else min(due, wake or due)
             return FetchResult(deliveries, more, due)
 
     def _renew(self, leases: list[Lease], lease_seconds: float) -> list[Lease]:

@@ -7,9 +7,9 @@ queue and lane: its *turn* (the seq counter when it was last served: its head co
 at ``(priority, max(head seq, turn))``, so lanes of one priority take turns) and
 ``blocked_until`` (set when its limits refused its head: the time a rate admits it or
 the earliest lease expiry of the slots it waits for; cleared, for a lane that
-``waits_for_slot``, by the schema's triggers when a limited lease ends, and for every
-lane by a definition change). A blocked lane is not looked
-at before its time, and the waiter does not count it as work.
+``waits_for_slot``, by the schema's triggers when a lease under a concurrency limit
+ends, and for every lane by a definition change). A blocked lane is not looked at
+before its time, and the waiter does not count it as work.
 
 Rate state is ``limit_state`` (GCRA TAT per name and key, :mod:`tq_kombu.store.gcra`);
 a concurrency slot is a ``limit_slots`` row naming the lease token, counted only while
@@ -23,7 +23,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..contract import SKIP_SCAN_LIMIT
 from ..model import Delivery, LimitTag
@@ -62,9 +62,17 @@ class LaneHead:
     task_name: str
 
 
-def lane_heads(conn: sqlite3.Connection, queue: str, now: float) -> list[LaneHead]:
+def lane_heads_and_turns(
+    conn: sqlite3.Connection, queue: str, now: float
+) -> list[tuple[LaneHead, int]]:
+    """The head of each open lane of ``queue``, with the lane's stored turn."""
     return [
-        LaneHead((-int(priority), max(int(seq), int(turn))), queue, mid, int(count), lane, name)
+        (
+            LaneHead(
+                (-int(priority), max(int(seq), int(turn))), queue, mid, int(count), lane, name
+            ),
+            int(turn),
+        )
         for lane, turn, priority, seq, mid, count, name in conn.execute(_HEADS_SQL, (queue, now))
     ]
 
@@ -77,10 +85,19 @@ def limited_queues(conn: sqlite3.Connection, queues: list[str]) -> list[str]:
     return [queue for queue in queues if queue in present]
 
 
+_NEXT_SQL = """
+    SELECT priority, seq, id, delivery_count, task_name FROM messages
+    WHERE queue = ? AND lane = ? AND state = 'ready' ORDER BY priority DESC, seq LIMIT ?
+"""
+
+
 class LaneScan:
     """The lanes one fetch looks at: a lane its limits refuse is blocked and closed for
     the fetch; after SKIP_SCAN_LIMIT refusals in a queue its other lanes wait too.
-    :meth:`finish` writes what the fetch's starts left in memory (see :mod:`.admission`)."""
+    Each queue's heads are read once; a lane whose head was handed out reads its next
+    few ready messages in one query (nothing else in the fetch changes a lane's ready
+    messages). :meth:`finish` writes what the fetch's starts left in memory (see
+    :mod:`.admission`)."""
 
     def __init__(self, conn: sqlite3.Connection, queues: list[str], now: float) -> None:
         self.queues = queues
@@ -88,22 +105,52 @@ class LaneScan:
         self.refused: Counter[str] = Counter()
         self.admissions = Admissions(conn, now)
         self.admission: Admission | None = None
+        self._ahead: dict[str, dict[str, list[LaneHead]]] = {}  # queue -> lane -> next
+        self._turns: dict[tuple[str, str], int] = {}  # the lanes' stored turns
+        self._drained: set[tuple[str, str]] = set()  # lanes whose ready messages all went
 
-    def heads(self, conn: sqlite3.Connection, now: float) -> list[LaneHead]:
+    def heads(self, conn: sqlite3.Connection, now: float, wanted: int) -> list[LaneHead]:
         """The heads of the open lanes, placed by the turns this fetch gave them."""
+        found: list[LaneHead] = []
+        for queue in self.queues:
+            if self.refused[queue] >= SKIP_SCAN_LIMIT:
+                continue
+            for lane, ahead in self._lanes(conn, queue, now).items():
+                if (queue, lane) in self.closed:
+                    continue
+                if not ahead and (queue, lane) not in self._drained:
+                    ahead += self._next(conn, queue, lane, wanted)
+                if ahead:
+                    found.append(self._placed(ahead[0]))
+        return found
+
+    def _lanes(self, conn: sqlite3.Connection, queue: str, now: float) -> dict[str, list[LaneHead]]:
+        lanes = self._ahead.get(queue)
+        if lanes is None:
+            lanes = self._ahead[queue] = {}
+            for head, turn in lane_heads_and_turns(conn, queue, now):
+                lanes[head.lane] = [head]
+                self._turns[(queue, head.lane)] = turn
+        return lanes
+
+    def _next(self, conn: sqlite3.Connection, queue: str, lane: str, wanted: int) -> list[LaneHead]:
+        turn = self._turns[(queue, lane)]
+        rows = conn.execute(_NEXT_SQL, (queue, lane, max(wanted, 1))).fetchall()
+        if len(rows) < max(wanted, 1):
+            self._drained.add((queue, lane))
         return [
-            self._placed(head)
-            for queue in self.queues
-            if self.refused[queue] < SKIP_SCAN_LIMIT
-            for head in lane_heads(conn, queue, now)
-            if (queue, head.lane) not in self.closed
+            LaneHead((-int(priority), max(int(seq), turn)), queue, mid, int(count), lane, name)
+            for priority, seq, mid, count, name in rows
         ]
 
     def _placed(self, head: LaneHead) -> LaneHead:
         turn = self.admissions.turn(head.queue, head.lane)
-        if turn is None:
+        if turn is None or turn <= head.order[1]:
             return head
-        return replace(head, order=(head.order[0], max(head.order[1], turn)))
+        order = (head.order[0], turn)  # (built directly: dataclasses.replace is slow)
+        return LaneHead(
+            order, head.queue, head.message_id, head.delivered, head.lane, head.task_name
+        )
 
     def admits(self, conn: sqlite3.Connection, head: LaneHead, dies: bool, skip: list[str]) -> bool:
         """Whether ``head`` may be handed out (one that dies of max_deliveries starts
@@ -121,8 +168,12 @@ class LaneScan:
         self.refused[head.queue] += 1
         return False
 
-    def started(self, head: LaneHead, delivery: Delivery) -> None:
-        if self.admission is not None:
+    def handed(self, head: LaneHead, delivery: Delivery | None) -> None:
+        """``head`` left its lane (started, or dead instead when ``delivery`` is None)."""
+        ahead = self._ahead[head.queue][head.lane]
+        if ahead and ahead[0].message_id == head.message_id:
+            ahead.pop(0)
+        if delivery is not None and self.admission is not None:
             token = delivery.lease.token
             self.admissions.start(head.queue, head.message_id, head.lane, self.admission, token)
 

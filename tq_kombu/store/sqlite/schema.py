@@ -17,7 +17,7 @@ from ...errors import StoreError
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
 #: Recorded in ``PRAGMA user_version``; bump it (and migrate) when the schema changes.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Messages with a time to live (AMQP expiration, x-message-ttl), by expiry.
 _EXPIRY_INDEX = """
@@ -178,6 +178,40 @@ _SCHEMA_6 = (
     *_DEPENDENCY_TRIGGERS,
 )
 
+# A lease under a concurrency limit that ends in any way (settled, expired, purged)
+# frees its slots and wakes the lanes waiting for a slot; a lane with no message left
+# goes. Only a lane with a concurrency tag holds slots (schema 10: a rate-only message
+# skips that work). In a lane as tq writes it (JSON of sorted [kind, name, key]), '["'
+# opens a tag and never occurs inside a name or key (a quote there is escaped).
+_HOLDS_SLOTS = "instr(old.lane, '[\"concurrency\",') > 0"
+_LIMIT_TRIGGERS = (
+    f"""
+    CREATE TRIGGER IF NOT EXISTS limited_lease_ends AFTER UPDATE OF state ON messages
+    WHEN old.lane IS NOT NULL AND old.state = 'inflight' AND new.state IS NOT 'inflight'
+        AND {_HOLDS_SLOTS}
+    BEGIN
+        DELETE FROM limit_slots WHERE queue = old.queue AND id = old.id;
+        UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0 WHERE waits_for_slot = 1;
+    END
+    """,
+    f"""
+    CREATE TRIGGER IF NOT EXISTS slot_holder_goes AFTER DELETE ON messages
+    WHEN old.lane IS NOT NULL AND {_HOLDS_SLOTS}
+    BEGIN
+        DELETE FROM limit_slots WHERE queue = old.queue AND id = old.id;
+        UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0
+            WHERE old.state = 'inflight' AND waits_for_slot = 1;
+    END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS limited_message_goes AFTER DELETE ON messages
+    WHEN old.lane IS NOT NULL
+    BEGIN
+        DELETE FROM lanes WHERE queue = old.queue AND lane = old.lane AND NOT EXISTS
+            (SELECT 1 FROM messages WHERE queue = old.queue AND lane = old.lane);
+    END
+    """,
+)
 # -- schema 7: limits (see sqlite.lanes): a limited message's lane, definitions, GCRA
 # state, concurrency slots (held by lease tokens), start counts, lanes and their turns
 _LIMIT_TABLES = (
@@ -217,27 +251,7 @@ _LIMIT_TABLES = (
         PRIMARY KEY (queue, lane)
     ) WITHOUT ROWID
     """,
-    # a lease that ends in any way (settled, expired, purged) frees its slots and wakes
-    # the lanes waiting for a slot; a lane with no message left goes
-    """
-    CREATE TRIGGER IF NOT EXISTS limited_lease_ends AFTER UPDATE OF state ON messages
-    WHEN old.lane IS NOT NULL AND old.state = 'inflight' AND new.state IS NOT 'inflight'
-    BEGIN
-        DELETE FROM limit_slots WHERE queue = old.queue AND id = old.id;
-        UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0 WHERE waits_for_slot = 1;
-    END
-    """,
-    """
-    CREATE TRIGGER IF NOT EXISTS limited_message_goes AFTER DELETE ON messages
-    WHEN old.lane IS NOT NULL
-    BEGIN
-        DELETE FROM limit_slots WHERE queue = old.queue AND id = old.id;
-        UPDATE lanes SET blocked_until = NULL, waits_for_slot = 0
-            WHERE old.state = 'inflight' AND waits_for_slot = 1;
-        DELETE FROM lanes WHERE queue = old.queue AND lane = old.lane AND NOT EXISTS
-            (SELECT 1 FROM messages WHERE queue = old.queue AND lane = old.lane);
-    END
-    """,
+    *_LIMIT_TRIGGERS,
 )
 
 # -- schema 8: indexes for limits at fetch. Plain (unlimited) ready messages in fetch
@@ -350,6 +364,12 @@ _MIGRATIONS = {
     7: _SCHEMA_8,
     # a lost worker's last beat is kept until kept_until (NULL: dropped once expired)
     8: ("ALTER TABLE workers ADD COLUMN kept_until REAL",),
+    # the end of a rate-only message's lease no longer does the slot work
+    9: (
+        "DROP TRIGGER IF EXISTS limited_lease_ends",
+        "DROP TRIGGER IF EXISTS limited_message_goes",
+        *_LIMIT_TRIGGERS,
+    ),
 }
 
 
