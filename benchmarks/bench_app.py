@@ -23,13 +23,17 @@ app.conf.update(
 )
 
 
-#: "1": tq_celery_ext installed, no feature used; "limited": the task also under a
-#: cluster-wide rate limit that never binds (a million a second)
+#: "1": tq_celery_ext installed, no feature used (heartbeats are on); "limited": the task
+#: also under a cluster-wide rate limit that never binds (a million a second);
+#: "watched": memory recycling on, with limits no worker reaches here
 EXTENSION = os.environ.get("BENCH_EXTENSION", "")
 if EXTENSION:
     import tq_celery_ext
 
     app.conf.tq_rate_limits = {"bench": "1000000/s"}
+    if EXTENSION == "watched":
+        app.conf.tq_worker_memory_soft_limit = "8GiB"
+        app.conf.tq_worker_memory_hard_limit = "16GiB"
     tq_celery_ext.install(app)
 
 

@@ -49,6 +49,9 @@ TRANSPORTS = {
     "tq-ext": ("tq+redis://127.0.0.1:{port}/0", ""),
     #: tq-ext with the task under a rate limit that never binds (a million a second)
     "tq-limited": ("tq+redis://127.0.0.1:{port}/0", ""),
+    #: tq-ext with memory recycling on (soft and hard limits far above the worker's
+    #: RSS: the watchdog and the per-task checks run, nothing recycles)
+    "tq-watched": ("tq+redis://127.0.0.1:{port}/0", ""),
     #: tq-sqlite with ``tq_celery_ext.install(app)`` in the app (no dependency or limit used)
     "tq-sqlite-ext": ("tq+sqlite:///{db}", ""),
     #: tq-sqlite-ext with the task under a rate limit that never binds (a million a second)
@@ -58,6 +61,7 @@ TRANSPORTS = {
 EXTENSIONS = {
     "tq-ext": "1",
     "tq-limited": "limited",
+    "tq-watched": "watched",
     "tq-sqlite-ext": "1",
     "tq-sqlite-limited": "limited",
 }

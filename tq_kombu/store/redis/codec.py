@@ -10,6 +10,7 @@ import base64
 import json
 from typing import Any
 
+from ..lane_ids import lane_of as shared_lane_of
 from ..lane_ids import tags_of
 from ..model import DeadLetter, LimitTag, MessageInfo, NewMessage, State, lease_holder
 
@@ -50,12 +51,9 @@ def message_args(message: NewMessage) -> list[Any]:
 
 
 def lane_of(limits: tuple[LimitTag, ...]) -> str:
-    """A message's limits as the Redis store indexes them: its lane id (JSON
-    ``[[kind, name, key], ...]``), or "" for a message without limits."""
-    if not limits:
-        return ""
-    tags = sorted({(t.kind, t.name, t.key) for t in limits})
-    return json.dumps([list(t) for t in tags], separators=(",", ":"))
+    """A message's lane id as the Redis store indexes it (see :mod:`..lane_ids`), or ""
+    for a message without limits."""
+    return shared_lane_of(limits) or ""
 
 
 def dependency_args(message: NewMessage) -> list[Any]:
