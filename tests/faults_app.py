@@ -2,8 +2,9 @@
 
 Configured from the environment: TQ_BROKER_URL, TQ_LEASE_SECONDS, TQ_PREFETCH (the
 prefetch multiplier), TQ_BUSY_TIMEOUT_SECONDS (SQLite), TQ_JOURNAL (the file every task run is recorded in, independently
-of the broker), TQ_WORKER (the name of the worker, recorded with each run) and
-TQ_EXTENSION (set: the app installs tq_celery_ext).
+of the broker), TQ_WORKER (the name of the worker, recorded with each run),
+TQ_MAX_DELIVERIES (the max_deliveries option, default 5) and TQ_EXTENSION (set: the
+app installs tq_celery_ext).
 Every task is acks_late, so a run cut short by a kill is redelivered.
 """
 
@@ -25,6 +26,7 @@ app.conf.update(
     broker_transport_options={
         "lease_seconds": float(os.environ.get("TQ_LEASE_SECONDS", "30")),
         "busy_timeout_seconds": float(os.environ.get("TQ_BUSY_TIMEOUT_SECONDS", "5")),
+        "max_deliveries": int(os.environ.get("TQ_MAX_DELIVERIES", "5")),
     },
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=int(os.environ.get("TQ_PREFETCH", "1")),
